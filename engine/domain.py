@@ -1,0 +1,105 @@
+"""The abstract-domain protocol and the result format every domain reports in.
+
+A domain owns only its math; the engine owns graph traversal helpers, batching, time budgets and I/O.
+Two kinds of domain:
+
+* bound domains (guarantee "sound") implement `bounds`: sound lower/upper bounds on C @ f(x) over a batch of
+  input boxes. The engine turns them into verdicts (`engine.verify`).
+* certificate domains (guarantee "sound" or "probabilistic") implement `certify`: per-sample certificates on a
+  dataset (`engine.certify`).
+
+A domain declares which input sets (`"box"`, `"linf"`, `"l2"`, `"transform"`) and which IR ops it supports, so
+`nncert domains` can list them and unsupported inputs fail with a clear error instead of a wrong answer.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from .errors import UnsupportedOp
+
+
+class Verdict(str, enum.Enum):
+    SAT = "sat"          # a counterexample was found and re-checked on the network
+    UNSAT = "unsat"      # proven: the unsafe set is empty
+    UNKNOWN = "unknown"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Result:
+    """What `verify` reports. `seconds` is wall time of the verification (not process start or parsing)."""
+
+    verdict: Verdict
+    domain: str
+    seconds: float
+    counterexample: dict | None = None   # {"x": [...], "y": [...]} flat lists, re-checked
+    guarantee: str = "sound"
+    certificate: Any = None
+    evidence: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"verdict": str(self.verdict), "domain": self.domain, "seconds": self.seconds,
+                "counterexample": self.counterexample, "guarantee": self.guarantee,
+                "certificate": self.certificate, "evidence": self.evidence}
+
+
+class Domain:
+    """Base class of every domain. Subclasses set the class attributes and implement bounds and/or certify."""
+
+    name: ClassVar[str] = ""
+    guarantee: ClassVar[str] = "sound"            # "sound" | "probabilistic"
+    input_sets: ClassVar[tuple[str, ...]] = ()    # subset of ("box", "linf", "l2", "transform")
+    description: ClassVar[str] = ""
+
+    def __init__(self, op_rules: dict[str, Any] | None = None):
+        # rules contributed through the nncert_register_op_rules hook, keyed by IR op name
+        self.op_rules: dict[str, Any] = dict(op_rules or {})
+
+    def supported_ops(self) -> list[str]:
+        """IR ops this domain can handle (including rules contributed by plugins)."""
+        return sorted(self.op_rules)
+
+    def check_network(self, network) -> None:
+        """Raise UnsupportedOp naming the first node whose op this domain has no rule for."""
+        ops = set(self.supported_ops())
+        for node in network.nodes:
+            if node.op not in ops:
+                raise UnsupportedOp(f"op {node.op!r} (node {node.name!r}) has no rule in domain {self.name!r}",
+                                    network.source)
+
+    def can_bound(self) -> bool:
+        return type(self).bounds is not Domain.bounds
+
+    def can_certify(self) -> bool:
+        return type(self).certify is not Domain.certify
+
+    def bounds(self, network, lower: torch.Tensor, upper: torch.Tensor,
+               C: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sound bounds over each box of a batch.
+
+        lower, upper: [B, n_inputs] flat box bounds. C: None (bound the flat outputs) or [m, n_outputs] or
+        [B, m, n_outputs]. Returns (lo, hi), each [B, m] (m = n_outputs when C is None), such that for every x in
+        box b: lo[b] <= C @ f(x) <= hi[b], in exact arithmetic and after the domain's floating-point widening.
+        """
+        raise NotImplementedError(f"domain {self.name!r} computes no bounds")
+
+    def certify(self, model, x: torch.Tensor, y: torch.Tensor, options: dict) -> list[dict]:
+        """Per-sample certificates for inputs x [N, *input_shape] with labels y [N].
+
+        Returns one dict per sample with at least idx, label, predict (-1 = abstain), correct, time, and the
+        domain's certificate fields (e.g. radius, certified).
+        """
+        raise NotImplementedError(f"domain {self.name!r} issues no dataset certificates")
+
+    def info(self) -> dict:
+        return {"name": self.name, "guarantee": self.guarantee, "input_sets": list(self.input_sets),
+                "ops": self.supported_ops(), "bounds": self.can_bound(), "certify": self.can_certify(),
+                "description": self.description}

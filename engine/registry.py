@@ -1,0 +1,131 @@
+"""Plugin registry (pluggy): finds plugins through the entry-point group "nncert" and collects what they register.
+
+Built-in plugins are found exactly like third-party ones. `NNCERT_PLUGINS=ibp,crown` loads only the named entry
+points (default: all). Everything registered records the plugin that provided it (`nncert domains`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .domain import Domain
+from .errors import BadInput, PluginError
+
+GROUP = "nncert"
+
+
+@dataclass
+class Registry:
+    pm: pluggy.PluginManager
+    domains: dict[str, type] = field(default_factory=dict)
+    domain_plugin: dict[str, str] = field(default_factory=dict)
+    op_rules: dict[str, dict[str, Any]] = field(default_factory=dict)       # domain -> op -> rule
+    op_rule_plugin: dict[tuple[str, str], str] = field(default_factory=dict)
+    transforms: dict[str, type] = field(default_factory=dict)
+    transform_plugin: dict[str, str] = field(default_factory=dict)
+
+    # -- lookups ---------------------------------------------------------------------------------------------
+    def domain(self, name: str) -> Domain:
+        """A fresh instance of the named domain with every op rule plugins contributed to it."""
+        if name not in self.domains:
+            known = ", ".join(sorted(self.domains)) or "none"
+            raise BadInput(f"unknown domain {name!r} (registered: {known})")
+        return self.domains[name](op_rules=self.op_rules.get(name, {}))
+
+    def transform(self, name: str):
+        if name not in self.transforms:
+            known = ", ".join(sorted(self.transforms)) or "none"
+            raise BadInput(f"unknown transform {name!r} (registered: {known})")
+        return self.transforms[name]
+
+    def describe(self) -> list[dict]:
+        out = []
+        for name in sorted(self.domains):
+            d = self.domain(name).info()
+            d["plugin"] = self.domain_plugin[name]
+            out.append(d)
+        return out
+
+
+def _collect(pm: pluggy.PluginManager) -> Registry:
+    reg = Registry(pm)
+
+    def each(hookname):
+        for impl in getattr(pm.hook, hookname).get_hookimpls():
+            yield impl.plugin_name, impl.function
+
+    for plugin, fn in each("nncert_register_domains"):
+        def register(cls, _plugin=plugin):
+            if not (isinstance(cls, type) and issubclass(cls, Domain)) or not cls.name:
+                raise PluginError(f"plugin {_plugin!r} registered {cls!r}, which is not a named Domain subclass")
+            if cls.name in reg.domains:
+                raise PluginError(f"plugin {_plugin!r} registers domain {cls.name!r}, "
+                                  f"already provided by plugin {reg.domain_plugin[cls.name]!r}")
+            reg.domains[cls.name] = cls
+            reg.domain_plugin[cls.name] = _plugin
+        fn(register=register)
+
+    for plugin, fn in each("nncert_register_op_rules"):
+        def register(domain, op, rule, _plugin=plugin):
+            if not callable(rule):
+                raise PluginError(f"plugin {_plugin!r} registered a non-callable rule for ({domain!r}, {op!r})")
+            if op in reg.op_rules.get(domain, {}):
+                raise PluginError(f"plugin {_plugin!r} registers a rule for op {op!r} in domain {domain!r}, "
+                                  f"already provided by plugin {reg.op_rule_plugin[(domain, op)]!r}")
+            reg.op_rules.setdefault(domain, {})[op] = rule
+            reg.op_rule_plugin[(domain, op)] = _plugin
+        fn(register=register)
+
+    for plugin, fn in each("nncert_register_transforms"):
+        def register(cls, _plugin=plugin):
+            name = getattr(cls, "name", None)
+            if not name:
+                raise PluginError(f"plugin {_plugin!r} registered a transform without a name: {cls!r}")
+            if name in reg.transforms:
+                raise PluginError(f"plugin {_plugin!r} registers transform {name!r}, "
+                                  f"already provided by plugin {reg.transform_plugin[name]!r}")
+            reg.transforms[name] = cls
+            reg.transform_plugin[name] = _plugin
+        fn(register=register)
+    return reg
+
+
+def make_plugin_manager(extra_plugins: dict[str, object] | None = None, entry_points: bool = True) -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    if entry_points:
+        wanted = os.environ.get("NNCERT_PLUGINS")
+        if wanted:
+            for name in [w.strip() for w in wanted.split(",") if w.strip()]:
+                if pm.load_setuptools_entrypoints(GROUP, name=name) == 0 and not pm.has_plugin(name):
+                    raise BadInput(f"NNCERT_PLUGINS names {name!r}, but no installed plugin has that entry point")
+        else:
+            pm.load_setuptools_entrypoints(GROUP)
+    for name, plugin in (extra_plugins or {}).items():
+        pm.register(plugin, name=name)
+    pm.check_pending()  # a misspelt hook name fails loudly
+    return pm
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry(refresh: bool = False) -> Registry:
+    """The process-wide registry, built on first use from the installed entry points."""
+    global _REGISTRY
+    if _REGISTRY is None or refresh:
+        _REGISTRY = _collect(make_plugin_manager())
+    return _REGISTRY
+
+
+def registry_with(plugins: dict[str, object]) -> Registry:
+    """A registry of the installed plugins plus the given ones (for tests and embedding)."""
+    return _collect(make_plugin_manager(plugins))
+
+
+def get_domain(name: str) -> Domain:
+    return get_registry().domain(name)

@@ -1,0 +1,1 @@
+"""nncert plugin 'crown' (work in progress)."""

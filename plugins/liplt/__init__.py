@@ -1,0 +1,1 @@
+"""nncert plugin 'liplt' (work in progress)."""

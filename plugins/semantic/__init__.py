@@ -1,0 +1,1 @@
+"""nncert plugin 'semantic' (work in progress)."""

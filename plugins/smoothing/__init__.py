@@ -1,0 +1,1 @@
+"""nncert plugin 'smoothing' (work in progress)."""
