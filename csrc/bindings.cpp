@@ -1,5 +1,8 @@
-// nncert._C: native kernels. One bindings file; kernels live in csrc/cpu and csrc/cuda.
+// nncert._C: native kernels. One bindings file; each kernel family registers its functions from its own file
+// (csrc/cpu/<family>.cpp, CUDA launchers in csrc/cuda/<family>.cu behind WITH_CUDA).
 #include <pybind11/pybind11.h>
+
+#include "kernels.h"
 
 namespace py = pybind11;
 
@@ -19,4 +22,7 @@ PYBIND11_MODULE(_C, m) {
 #endif
     return d;
   });
+  register_interval(m);
+  register_linear_bounds(m);
+  register_spectral(m);
 }
