@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .errors import UnsupportedOp
+from .errors import PluginError, UnsupportedOp
 
 
 class Verdict(str, enum.Enum):
@@ -58,10 +58,15 @@ class Domain:
     guarantee: ClassVar[str] = "sound"            # "sound" | "probabilistic"
     input_sets: ClassVar[tuple[str, ...]] = ()    # subset of ("box", "linf", "l2", "transform")
     description: ClassVar[str] = ""
+    default_rules: ClassVar[dict[str, Any]] = {}  # the domain's own per-op rules, keyed by IR op name
 
     def __init__(self, op_rules: dict[str, Any] | None = None):
-        # rules contributed through the nncert_register_op_rules hook, keyed by IR op name
-        self.op_rules: dict[str, Any] = dict(op_rules or {})
+        # the domain's own rules plus those contributed through the nncert_register_op_rules hook
+        extra = dict(op_rules or {})
+        clash = sorted(set(extra) & set(self.default_rules))
+        if clash:
+            raise PluginError(f"a plugin registers rules for ops {clash} that domain {self.name!r} already has")
+        self.op_rules: dict[str, Any] = {**self.default_rules, **extra}
 
     def supported_ops(self) -> list[str]:
         """IR ops this domain can handle (including rules contributed by plugins)."""

@@ -1,0 +1,227 @@
+"""The `nncert` command line.
+
+Exit codes: 0 a verdict, bounds or certificates were produced; 2 bad input or usage (one line on stderr, no
+traceback, nothing on stdout); 3 internal error.
+"""
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import sys
+from pathlib import Path
+
+from .errors import BadInput, NncertError
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    BAD_INPUT = 2
+    INTERNAL = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        raise BadInput(f"usage: {message} (see `{self.prog} --help`)")
+
+
+def load_model(path: str):
+    """An IR Network from an .onnx file."""
+    p = Path(path)
+    if not p.exists():
+        raise BadInput("file not found", path)
+    if p.suffix.lower() != ".onnx":
+        raise BadInput("model must be an .onnx file", path)
+    from .onnx_import import load_onnx
+    return load_onnx(p)
+
+
+def load_model_and_spec(model: str, spec: str):
+    from .vnnlib import read_vnnlib
+    net = load_model(model)
+    return net, read_vnnlib(spec, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj))
+
+
+# -- commands -----------------------------------------------------------------------------------------------------
+def cmd_info(args) -> int:
+    from .kernels import info
+    d = info()
+    if args.json:
+        _print_json(d)
+    else:
+        for k, v in d.items():
+            print(f"{k}: {v}")
+    return Exit.OK
+
+
+def cmd_domains(args) -> int:
+    from .registry import get_registry
+    reg = get_registry()
+    rows = reg.describe()
+    if args.json:
+        _print_json({"domains": rows, "transforms": {k: reg.transform_plugin[k] for k in sorted(reg.transforms)}})
+        return Exit.OK
+    for r in rows:
+        kind = "bounds" if r["bounds"] else "certify"
+        print(f"{r['name']:<20} plugin={r['plugin']:<10} {r['guarantee']:<13} {kind:<8} "
+              f"inputs={','.join(r['input_sets'])}  ops={','.join(r['ops']) or '-'}")
+    if reg.transforms:
+        print("transforms: " + ", ".join(f"{k} ({reg.transform_plugin[k]})" for k in sorted(reg.transforms)))
+    return Exit.OK
+
+
+def cmd_verify(args) -> int:
+    from .verify import verify
+    net, spec = load_model_and_spec(args.model, args.spec)
+    res = verify(net, spec, domain=args.domain, timeout=args.timeout)
+    if args.json:
+        _print_json(res.to_json())
+    else:
+        print(res.verdict)
+        if res.counterexample is not None:
+            from .vnnlib import format_counterexample
+            print(format_counterexample(res.counterexample["x"], res.counterexample["y"]))
+        print(f"domain={res.domain} seconds={res.seconds:.4f}")
+    return Exit.OK
+
+
+def cmd_bounds(args) -> int:
+    from .verify import output_bounds
+    net, spec = load_model_and_spec(args.model, args.spec)
+    out = output_bounds(net, spec, args.domain)
+    if args.json:
+        _print_json(out)
+    else:
+        for i, r in enumerate(out["regions"]):
+            print(f"region {i}:")
+            for j, (lo, hi) in enumerate(zip(r["lower"], r["upper"])):
+                print(f"  Y_{j}: [{lo:.6g}, {hi:.6g}]")
+        print(f"domain={args.domain} seconds={out['seconds']:.6f}")
+    return Exit.OK
+
+
+def cmd_certify(args) -> int:
+    from .certify import certify_dataset
+    return certify_dataset(args)
+
+
+def cmd_lipschitz(args) -> int:
+    from .registry import get_registry
+    net = load_model(args.model)
+    dom = get_registry().domain("liplt")
+    out = dom.lipschitz(net, method=args.method, pairwise=args.pairwise)
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"method={out['method']} global={out['global']:.6g} seconds={out['seconds']:.4f}")
+        if out.get("pairwise") is not None:
+            for row in out["pairwise"]:
+                print("  " + " ".join(f"{v:9.4g}" for v in row))
+    return Exit.OK
+
+
+def _nonneg(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return v
+
+
+def _floats(s: str) -> list[float]:
+    try:
+        vals = [float(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {s!r}") from None
+    if any(not v > 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"sigmas must be > 0, got {s}")
+    return vals
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nncert", description="Certify the robustness of neural networks.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("info", help="what was built and which kernels run")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_info)
+
+    s = sub.add_parser("domains", help="registered domains and the plugins that provide them")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_domains)
+
+    s = sub.add_parser("verify", help="decide an ONNX network against a VNN-LIB property: sat / unsat / unknown")
+    s.add_argument("model")
+    s.add_argument("spec")
+    s.add_argument("--domain", default="auto", help="a bound domain, or auto (cheap domains first)")
+    s.add_argument("--timeout", type=_nonneg, default=None, help="seconds")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_verify)
+
+    s = sub.add_parser("bounds", help="sound bounds of the network outputs over each input region of a spec")
+    s.add_argument("model")
+    s.add_argument("spec")
+    s.add_argument("--domain", default="ibp")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_bounds)
+
+    s = sub.add_parser("certify", help="per-sample certificates on a dataset (liplt, gaussian/semantic smoothing)")
+    s.add_argument("model")
+    s.add_argument("--data", required=True, help=".npz with x, y; or MNIST idx files / their folder")
+    s.add_argument("--domain", required=True)
+    s.add_argument("--eps", type=_nonneg, help="radius to certify (liplt: l2)")
+    s.add_argument("--sigma", type=_floats, help="noise level(s), one per transform parameter")
+    s.add_argument("--transform", help="semantic transform name (semantic-smoothing)")
+    s.add_argument("--range", nargs=2, type=float, action="append", metavar=("LO", "HI"), dest="ranges",
+                   help="parameter range, once per transform parameter in its order")
+    s.add_argument("--n0", type=int, default=100)
+    s.add_argument("--n", type=int, default=100000)
+    s.add_argument("--alpha", type=float, default=0.001)
+    s.add_argument("--batch", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--limit", type=int, default=None, help="certify only the first N samples")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", help="per-sample TSV file")
+    s.add_argument("--plot", help="PNG of certified accuracy vs radius")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_certify)
+
+    s = sub.add_parser("lipschitz", help="guaranteed Lipschitz upper bounds (l2) of an ONNX network")
+    s.add_argument("model")
+    s.add_argument("--method", choices=("naive", "liplt"), default="liplt")
+    s.add_argument("--pairwise", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_lipschitz)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.fn(args))
+    except BadInput as e:
+        print(f"nncert: error: {e}".replace("\n", " "), file=sys.stderr)
+        return Exit.BAD_INPUT
+    except NncertError as e:
+        print(f"nncert: error: {e}".replace("\n", " "), file=sys.stderr)
+        return Exit.BAD_INPUT
+    except KeyboardInterrupt:
+        print("nncert: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an internal error: one line, and the traceback only on request
+        import os
+        if os.environ.get("NNCERT_DEBUG"):
+            raise
+        print(f"nncert: internal error: {type(e).__name__}: {e} (set NNCERT_DEBUG=1 for a traceback)".replace("\n", " "),
+              file=sys.stderr)
+        return Exit.INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

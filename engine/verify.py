@@ -1,0 +1,167 @@
+"""Verification: (Network, Spec, domain) -> Result with a verdict.
+
+* `unsat` only when a sound domain's bounds refute every disjunct of the unsafe set in every input region:
+  some row of the disjunct has a (widened, float64) upper bound of C @ y + d strictly below 0.
+* `sat` only with a counterexample x that lies in the input region and whose output, re-run on the original model
+  (onnxruntime for ONNX models, the float32 IR otherwise), satisfies a disjunct exactly.
+* otherwise `unknown` (or `timeout` when the budget ran out first).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .domain import Result, Verdict
+from .errors import BadInput
+from .spec import Box, Case, Spec
+
+# the cheap domains run first under --domain auto
+AUTO_ORDER = ("ibp", "crown")
+
+
+def check_compatible(network, spec: Spec) -> None:
+    """Raise BadInput when the spec's variables do not fit the network."""
+    if spec.n_inputs != network.n_inputs:
+        raise BadInput(f"spec declares {spec.n_inputs} inputs X_i but the network has {network.n_inputs}", spec.source)
+    if spec.n_outputs > network.n_outputs:
+        raise BadInput(f"spec declares {spec.n_outputs} outputs Y_i but the network has {network.n_outputs}",
+                       spec.source)
+
+
+def _pad_outputs(spec: Spec, network) -> Spec:
+    """Widen C matrices to the network's output count (a spec may name only the first Y_i)."""
+    n = network.n_outputs
+    for case in spec.cases:
+        for dj in case.disjuncts:
+            if dj.C.shape[1] < n:
+                dj.C = torch.cat([dj.C, dj.C.new_zeros(dj.C.shape[0], n - dj.C.shape[1])], dim=1)
+    spec.n_outputs = n
+    return spec
+
+
+def run_model(network, x: torch.Tensor) -> torch.Tensor:
+    """The real network on flat inputs [N, n_inputs]: onnxruntime when the model came from ONNX, else float32 IR."""
+    if network.onnx_bytes is not None:
+        from .ort import run_onnx
+        return torch.as_tensor(run_onnx(network, x.cpu().numpy()), dtype=torch.float64)
+    with torch.no_grad():
+        return network.to(torch.float32).forward_flat(x.to(torch.float32)).to(torch.float64)
+
+
+def candidate_points(box: Box, n_random: int, generator: torch.Generator) -> torch.Tensor:
+    """Centre, corners (all when n <= 10, else random ones) and uniform random points of a box, [N, n]."""
+    lo, hi = box.lower, box.upper
+    n = lo.numel()
+    pts = [box.center[None]]
+    if n <= 10:
+        bits = ((torch.arange(2 ** n)[:, None] >> torch.arange(n)) & 1).to(torch.float64)
+    else:
+        bits = torch.randint(0, 2, (64, n), generator=generator).to(torch.float64)
+    pts.append(lo + bits * (hi - lo))
+    pts.append(lo + torch.rand(n_random, n, generator=generator, dtype=torch.float64) * (hi - lo))
+    return torch.cat(pts)
+
+
+def falsify(network, spec: Spec, n_random: int = 1000, seed: int = 0) -> dict | None:
+    """Cheap search for a counterexample; returns {"x", "y"} re-checked on the real model, or None."""
+    g = torch.Generator().manual_seed(seed)
+    for case in spec.cases:
+        box = case.input_set.bounding_box()
+        x = candidate_points(box, n_random, g)
+        x = x[case.input_set.contains(x)]
+        if not len(x):
+            continue
+        with torch.no_grad():
+            y = network.to(torch.float64).forward_flat(x)
+        hits = Spec([Case(case.input_set, case.disjuncts)], spec.n_inputs, spec.n_outputs).unsafe(x, y)
+        if hits.any():
+            cand = x[hits][:16]
+            cex = recheck(network, spec, cand)
+            if cex is not None:
+                return cex
+    return None
+
+
+def recheck(network, spec: Spec, x: torch.Tensor) -> dict | None:
+    """The first of the candidate flat inputs x [N, n] that is a true counterexample on the real model, or None.
+
+    x is rounded to float32 first (the precision the model consumes), then must lie in the input region and
+    its real output must satisfy a disjunct exactly (no tolerance).
+    """
+    x32 = x.to(torch.float32).to(torch.float64)
+    y = run_model(network, x32)
+    ok = spec.unsafe(x32, y[:, : spec.n_outputs] if y.shape[1] >= spec.n_outputs else y)
+    idx = ok.nonzero().flatten()
+    if not len(idx):
+        return None
+    i = int(idx[0])
+    return {"x": x32[i].tolist(), "y": y[i].tolist()}
+
+
+def refutes(domain, network, case: Case, dtype=torch.float64) -> bool:
+    """True when the domain's bounds prove no input in the case's region reaches any of its disjuncts."""
+    box = case.input_set.bounding_box()
+    C = torch.cat([dj.C for dj in case.disjuncts]).to(dtype)
+    d = torch.cat([dj.d for dj in case.disjuncts]).to(dtype)
+    _, hi = domain.bounds(network.to(dtype), box.lower[None].to(dtype), box.upper[None].to(dtype), C)
+    hi = hi[0] + d
+    start = 0
+    for dj in case.disjuncts:
+        rows = hi[start:start + dj.C.shape[0]]
+        start += dj.C.shape[0]
+        if not bool((rows < 0).any()):
+            return False
+    return True
+
+
+def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = None, registry=None,
+           attack: bool = True) -> Result:
+    """Decide the spec on the network with the named domain (or "auto": cheap sound domains first)."""
+    from .registry import get_registry
+    reg = registry or get_registry()
+    t0 = time.perf_counter()
+    check_compatible(network, spec)
+    spec = _pad_outputs(spec, network)
+    names = [n for n in AUTO_ORDER if n in reg.domains] if domain == "auto" else [domain]
+    domains = [reg.domain(n) for n in names]
+    for d in domains:
+        if not d.can_bound():
+            raise BadInput(f"domain {d.name!r} computes no bounds; use it with `nncert certify`")
+        d.check_network(network)
+    label = domain if domain != "auto" else "auto"
+
+    def out_of_time():
+        return timeout is not None and time.perf_counter() - t0 > timeout
+
+    if attack:
+        cex = falsify(network, spec)
+        if cex is not None:
+            return Result(Verdict.SAT, label, time.perf_counter() - t0, cex, evidence={"by": "sampling"})
+    for d in domains:
+        if out_of_time():
+            return Result(Verdict.TIMEOUT, label, time.perf_counter() - t0)
+        if all(refutes(d, network, case) for case in spec.cases):
+            return Result(Verdict.UNSAT, label, time.perf_counter() - t0, evidence={"by": d.name})
+    v = Verdict.TIMEOUT if out_of_time() else Verdict.UNKNOWN
+    return Result(v, label, time.perf_counter() - t0)
+
+
+def output_bounds(network, spec: Spec, domain: str, registry=None) -> dict:
+    """Sound bounds of every network output over each input region; `seconds` covers the bounding alone."""
+    from .registry import get_registry
+    reg = registry or get_registry()
+    check_compatible(network, spec)
+    d = reg.domain(domain)
+    if not d.can_bound():
+        raise BadInput(f"domain {domain!r} computes no bounds")
+    d.check_network(network)
+    net64 = network.to(torch.float64)
+    boxes = [c.input_set.bounding_box() for c in spec.cases]
+    lower = torch.stack([b.lower for b in boxes])
+    upper = torch.stack([b.upper for b in boxes])
+    t0 = time.perf_counter()
+    lo, hi = d.bounds(net64, lower, upper)
+    seconds = time.perf_counter() - t0
+    return {"domain": domain, "regions": [{"lower": lo[i].tolist(), "upper": hi[i].tolist()} for i in range(len(boxes))],
+            "seconds": seconds}
