@@ -18,6 +18,8 @@ from .spec import Box, Case, Spec
 
 # the cheap domains run first under --domain auto
 AUTO_ORDER = ("ibp", "crown")
+BAB_MAX_INPUTS = 16          # input splitting only pays in low dimension
+DEFAULT_BAB_SECONDS = 60.0   # branch-and-bound budget when verify() is given no timeout
 
 
 def check_compatible(network, spec: Spec) -> None:
@@ -116,11 +118,16 @@ def refutes(domain, network, case: Case, dtype=torch.float64) -> bool:
 
 
 def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = None, registry=None,
-           attack: bool = True) -> Result:
-    """Decide the spec on the network with the named domain (or "auto": cheap sound domains first)."""
+           attack: bool = True, bab: bool = True) -> Result:
+    """Decide the spec on the network with the named domain (or "auto": cheap sound domains first).
+
+    Stages, each skipped once the time budget is spent: sampling attack; one bounding pass per domain; PGD;
+    input-splitting branch and bound (inputs of dimension <= BAB_MAX_INPUTS) with the last domain.
+    """
     from .registry import get_registry
     reg = registry or get_registry()
     t0 = time.perf_counter()
+    deadline = float("inf") if timeout is None else t0 + timeout
     check_compatible(network, spec)
     spec = _pad_outputs(spec, network)
     names = [n for n in AUTO_ORDER if n in reg.domains] if domain == "auto" else [domain]
@@ -129,22 +136,38 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
         if not d.can_bound():
             raise BadInput(f"domain {d.name!r} computes no bounds; use it with `nncert certify`")
         d.check_network(network)
-    label = domain if domain != "auto" else "auto"
 
-    def out_of_time():
-        return timeout is not None and time.perf_counter() - t0 > timeout
+    def done(verdict, by, cex=None, **evidence):
+        return Result(verdict, domain, time.perf_counter() - t0, cex, evidence={"by": by, **evidence})
 
     if attack:
         cex = falsify(network, spec)
         if cex is not None:
-            return Result(Verdict.SAT, label, time.perf_counter() - t0, cex, evidence={"by": "sampling"})
+            return done(Verdict.SAT, "sampling", cex)
     for d in domains:
-        if out_of_time():
-            return Result(Verdict.TIMEOUT, label, time.perf_counter() - t0)
+        if time.perf_counter() > deadline:
+            return done(Verdict.TIMEOUT, None)
         if all(refutes(d, network, case) for case in spec.cases):
-            return Result(Verdict.UNSAT, label, time.perf_counter() - t0, evidence={"by": d.name})
-    v = Verdict.TIMEOUT if out_of_time() else Verdict.UNKNOWN
-    return Result(v, label, time.perf_counter() - t0)
+            return done(Verdict.UNSAT, d.name)
+    if attack:
+        from .attack import pgd_case
+        for case in spec.cases:
+            cand = pgd_case(network, case, deadline=deadline)
+            if len(cand):
+                cex = recheck(network, spec, cand)
+                if cex is not None:
+                    return done(Verdict.SAT, "pgd", cex)
+    if bab and network.n_inputs <= BAB_MAX_INPUTS and time.perf_counter() < deadline:
+        from .bab import input_split_bab
+        if timeout is None:
+            deadline = t0 + DEFAULT_BAB_SECONDS
+        out = input_split_bab(domains[-1], network, spec, deadline, lambda x: recheck(network, spec, x))
+        if out.verdict in ("sat", "unsat"):
+            return done(Verdict(out.verdict), f"bab+{domains[-1].name}", out.counterexample, boxes=out.boxes,
+                        depth=out.max_depth)
+        return done(Verdict.TIMEOUT if out.verdict == "timeout" and timeout is not None else Verdict.UNKNOWN,
+                    f"bab+{domains[-1].name}", boxes=out.boxes, depth=out.max_depth)
+    return done(Verdict.TIMEOUT if time.perf_counter() > deadline else Verdict.UNKNOWN, None)
 
 
 def output_bounds(network, spec: Spec, domain: str, registry=None) -> dict:

@@ -1,0 +1,229 @@
+"""Backward linear-bound (CROWN) kernels for ReLU MLPs: torch references and native dispatch.
+
+Notation (Zhang et al. 2018, "Efficient Neural Network Robustness Certification with General Activation
+Functions"): a linear bound on an expression is Lam @ v + bias with Lam [B, R, n] (R bound rows per box) and
+bias [B, R]. A *lower* bound is propagated; an upper bound on a @ v is minus the lower bound on (-a) @ v, so
+callers stack [A; -A] as rows.
+
+ReLU relaxation on a pre-activation z in [l, u] (per neuron):
+  stable active (l >= 0): relu(z) = z;  stable inactive (u <= 0): relu(z) = 0;
+  unstable: lower al * z with al = 1 if u >= -l else 0 (auto_LiRPA's "adaptive" lower slope),
+            upper au * z + cu with au = u / (u - l), cu = -l * au (the chord).
+A lower bound through h = relu(z) then reads Lam+ (al z) + Lam- (au z + cu).
+
+Kernels (each batched over B boxes, computing in the dtype of its inputs):
+  relu_relax(l, u)                      -> al, au, cu
+  backward_relu_linear(Lam, W, b, al, au, cu, bias) -> (Lam', bias')   one fused step
+        Lam on h = relu(z), z = x @ W.T + b:  Lz = Lam+ * al + Lam- * au;  Lam' = Lz @ W;
+        bias' = bias + Lam- @ cu + Lz @ b
+  concretize_box(Lam, bias, lo, hi)     -> min over the box of Lam @ x + bias   [B, R]
+  crown_mlp(lo, hi, Ws, bs, C)          -> (lower, upper) of C @ f(x) over each box, whole CROWN pass
+Everything is exact up to floating-point rounding; domains widen their final bounds (engine.numerics.widen).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _C, use_native
+
+# ------------------------------------------------------------------------------------------------ references
+
+
+def relu_relax(l: torch.Tensor, u: torch.Tensor):
+    """ReLU relaxation slopes/intercept (al, au, cu) for pre-activation bounds l <= u (any shape)."""
+    unstable = (l < 0) & (u > 0)
+    active = l >= 0
+    one = torch.ones_like(l)
+    denom = torch.where(unstable, u - l, one)
+    au = torch.where(unstable, u / denom, active.to(l.dtype))
+    cu = torch.where(unstable, -l * au, torch.zeros_like(l))
+    al = torch.where(unstable, (u >= -l).to(l.dtype), active.to(l.dtype))
+    return al, au, cu
+
+
+def backward_relu_linear_torch(Lam, W, b, al, au, cu, bias):
+    """Reference of one fused backward step (see module docstring). Lam [B, R, n], W [n, k], b [n] or None,
+    al/au/cu [B, n], bias [B, R]; returns (Lam' [B, R, k], bias' [B, R])."""
+    pos, neg = Lam.clamp(min=0), Lam.clamp(max=0)
+    Lz = pos * al[:, None, :] + neg * au[:, None, :]
+    bias = bias + (neg * cu[:, None, :]).sum(-1)
+    if b is not None:
+        bias = bias + Lz @ b
+    return Lz @ W, bias
+
+
+def concretize_box_torch(Lam, bias, lo, hi):
+    """Reference: min over x in [lo, hi] ([B, n]) of Lam @ x + bias; Lam [B, R, n], bias [B, R] -> [B, R]."""
+    mid, rad = (hi + lo) / 2, (hi - lo) / 2
+    return (Lam @ mid[:, :, None])[..., 0] - (Lam.abs() @ rad[:, :, None])[..., 0] + bias
+
+
+def _interval_linear(lo, hi, W, b):
+    mid, rad = (hi + lo) / 2, (hi - lo) / 2
+    c = mid @ W.T + (0 if b is None else b)
+    r = rad @ W.abs().T
+    return c - r, c + r
+
+
+def crown_mlp_torch(lo, hi, Ws, bs, C=None):
+    """Reference CROWN on a ReLU MLP z1 = W1 x + b1, z_k = W_k relu(z_{k-1}) + b_k, output z_L.
+
+    lo, hi [B, n0]; Ws[k] [n_k, n_{k-1}]; bs[k] [n_k] or None; C None, [m, n_L] or [B, m, n_L].
+    Intermediate bounds: z1 by interval arithmetic (exact for one affine layer); for k >= 2 an interval
+    pre-bound from the previous layer's bounds, then CROWN (backward to the input) for the neurons the pre-bound
+    leaves unstable, intersected with the pre-bound. Returns (lower, upper) [B, m], unwidened.
+    """
+    B, dt = lo.shape[0], lo.dtype
+    Ws = [W.to(dt) for W in Ws]
+    bs = [None if b is None else b.to(dt) for b in bs]
+    L = len(Ws)
+    l, u = _interval_linear(lo, hi, Ws[0], bs[0])
+    relax = []
+    for k in range(1, L):
+        relax.append(relu_relax(l, u))
+        if k == L - 1:
+            break
+        il, iu = _interval_linear(l.clamp(min=0), u.clamp(min=0), Ws[k], bs[k])
+        unstable = (il < 0) & (iu > 0)
+        idx = unstable.any(0).nonzero().flatten()
+        if idx.numel():
+            rows = torch.cat([Ws[k][idx], -Ws[k][idx]])                       # [2r, n_{k-1}]
+            bk = torch.zeros(len(idx), dtype=dt) if bs[k] is None else bs[k][idx]
+            Lam = rows.expand(B, *rows.shape)
+            bias = torch.cat([bk, -bk]).expand(B, -1)
+            lb = _backward_to_input(Lam, bias, Ws, bs, relax, k - 1, lo, hi)
+            r = len(idx)
+            cl, cu = lb[:, :r], -lb[:, r:]
+            ml, mu = il[:, idx], iu[:, idx]
+            use = unstable[:, idx]
+            il = il.clone(); iu = iu.clone()
+            il[:, idx] = torch.where(use, torch.maximum(ml, cl), ml)
+            iu[:, idx] = torch.where(use, torch.minimum(mu, cu), mu)
+        l, u = il, iu
+    nL = Ws[-1].shape[0]
+    if C is None:
+        C = torch.eye(nL, dtype=dt)
+    C = C.to(dt)
+    if C.dim() == 2:
+        C = C.expand(B, *C.shape)
+    m = C.shape[1]
+    A = C @ Ws[-1]                                                             # [B, m, n_{L-1}]
+    cb = torch.zeros(B, m, dtype=dt) if bs[-1] is None else C @ bs[-1]
+    if L == 1:
+        res = concretize_box_torch(torch.cat([A, -A], 1), torch.cat([cb, -cb], 1), lo, hi)
+    else:
+        res = _backward_to_input(torch.cat([A, -A], 1), torch.cat([cb, -cb], 1), Ws, bs, relax, L - 2, lo, hi)
+    return res[:, :m], -res[:, m:]
+
+
+def _backward_to_input(Lam, bias, Ws, bs, relax, top, lo, hi):
+    """Lam on h_{top+1} = relu(z_{top+1}) (0-based: relu of layer `top`'s output) back to the input box."""
+    for j in range(top, -1, -1):
+        al, au, cu = relax[j]
+        Lam, bias = backward_relu_linear(Lam, Ws[j], bs[j], al, au, cu, bias)
+    return concretize_box(Lam, bias, lo, hi)
+
+
+# ------------------------------------------------------------------------------------------------ dispatch
+
+def _has(name: str) -> bool:
+    return _C is not None and hasattr(_C, name)
+
+
+def _dtype_code(t: torch.Tensor) -> int:
+    return {torch.float64: 0, torch.float32: 1}.get(t.dtype, -1)
+
+
+def _native_ok(t: torch.Tensor, name: str) -> bool:
+    if t.device.type == "cuda":
+        name = name + "_cuda"
+    return use_native(t) and _has(name) and _dtype_code(t) >= 0
+
+
+def _c(t):
+    return t.contiguous()
+
+
+def _stream(t):
+    return torch.cuda.current_stream(t.device).cuda_stream if t.device.type == "cuda" else 0
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+def backward_relu_linear(Lam, W, b, al, au, cu, bias):
+    """Fused backward step through ReLU + linear layer; native when available (see module docstring)."""
+    if not _native_ok(Lam, "lb_backward_relu_linear"):
+        return backward_relu_linear_torch(Lam, W, b, al, au, cu, bias)
+    dt = Lam.dtype
+    B, R, n = Lam.shape
+    k = W.shape[1]
+    Lam, W, al, au, cu, bias = (_c(t.to(dt).expand(B, R, n) if t is Lam else t.to(dt))
+                                for t in (Lam, W, al, au, cu, bias))
+    bias = bias.expand(B, R).contiguous()
+    bb = None if b is None else _c(b.to(dt))
+    out = torch.empty(B, R, k, dtype=dt, device=Lam.device)
+    bout = torch.empty(B, R, dtype=dt, device=Lam.device)
+    args = (_dtype_code(Lam), Lam.data_ptr(), W.data_ptr(), 0 if bb is None else bb.data_ptr(), al.data_ptr(),
+            au.data_ptr(), cu.data_ptr(), bias.data_ptr(), out.data_ptr(), bout.data_ptr(), B, R, n, k)
+    if Lam.device.type == "cuda":
+        _C.lb_backward_relu_linear_cuda(*args, _stream(Lam))
+    else:
+        _C.lb_backward_relu_linear(*args, _threads())
+    return out, bout
+
+
+def concretize_box(Lam, bias, lo, hi):
+    """min over each box of Lam @ x + bias; native when available."""
+    if not _native_ok(Lam, "lb_concretize_box"):
+        return concretize_box_torch(Lam, bias, lo, hi)
+    dt = Lam.dtype
+    B, R, n = Lam.shape
+    Lam, lo, hi = _c(Lam), _c(lo.to(dt)), _c(hi.to(dt))
+    bias = _c(bias.to(dt).expand(B, R))
+    out = torch.empty(B, R, dtype=dt, device=Lam.device)
+    args = (_dtype_code(Lam), Lam.data_ptr(), bias.data_ptr(), lo.data_ptr(), hi.data_ptr(), out.data_ptr(), B, R, n)
+    if Lam.device.type == "cuda":
+        _C.lb_concretize_box_cuda(*args, _stream(Lam))
+    else:
+        _C.lb_concretize_box(*args, _threads())
+    return out
+
+
+def pack_mlp(Ws, bs, dtype, device=None):
+    """Weights of an MLP in one contiguous buffer (W1, b1, W2, b2, ...; absent biases as zeros) + layer widths."""
+    parts, dims = [], [int(Ws[0].shape[1])]
+    for W, b in zip(Ws, bs):
+        parts += [W.reshape(-1), torch.zeros(W.shape[0]) if b is None else b.reshape(-1)]
+        dims.append(int(W.shape[0]))
+    buf = torch.cat([p.to(dtype=dtype, device=device) for p in parts]).contiguous()
+    return buf, dims
+
+
+def crown_mlp(lo, hi, Ws, bs, C=None, packed=None):
+    """CROWN bounds of C @ f(x) on a ReLU MLP over each box (semantics of crown_mlp_torch); native when available.
+
+    packed: optional cached pack_mlp(Ws, bs, lo.dtype, lo.device) result.
+    """
+    if not _native_ok(lo, "lb_crown_mlp"):
+        return crown_mlp_torch(lo, hi, Ws, bs, C)
+    dt, dev = lo.dtype, lo.device
+    B = lo.shape[0]
+    buf, dims = packed if packed is not None else pack_mlp(Ws, bs, dt, dev)
+    nL = dims[-1]
+    if C is None:
+        C = torch.eye(nL, dtype=dt, device=dev)
+    C = _c(C.to(dt))
+    batched = C.dim() == 3
+    m = C.shape[-2]
+    lo, hi = _c(lo), _c(hi.to(dt))
+    out_lo = torch.empty(B, m, dtype=dt, device=dev)
+    out_hi = torch.empty(B, m, dtype=dt, device=dev)
+    args = (_dtype_code(lo), lo.data_ptr(), hi.data_ptr(), B, buf.data_ptr(), dims, C.data_ptr(), int(batched), m,
+            out_lo.data_ptr(), out_hi.data_ptr())
+    if dev.type == "cuda":
+        _C.lb_crown_mlp_cuda(*args, _stream(lo))
+    else:
+        _C.lb_crown_mlp(*args, _threads())
+    return out_lo, out_hi
