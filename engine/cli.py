@@ -124,6 +124,13 @@ def cmd_lipschitz(args) -> int:
     return Exit.OK
 
 
+def cmd_bench(args) -> int:
+    from .bench import bench
+    if args.jobs < 1:
+        raise BadInput("--jobs must be >= 1")
+    return bench(args)
+
+
 def _nonneg(s: str) -> float:
     try:
         v = float(s)
@@ -191,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", help="PNG of certified accuracy vs radius")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_certify)
+
+    s = sub.add_parser("bench", help="verify every instance of an instances.csv (onnx,vnnlib,timeout)")
+    s.add_argument("instances")
+    s.add_argument("--root", help="folder the CSV's paths are relative to (default: the CSV's folder)")
+    s.add_argument("--out", default="results.jsonl", help="JSON lines, appended as instances finish")
+    s.add_argument("--resume", action="store_true", help="skip instances already in --out")
+    s.add_argument("--jobs", type=int, default=1)
+    s.add_argument("--truth", help="truth.csv (default: the one beside the CSV, if any)")
+    s.add_argument("--domain", default="auto")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("lipschitz", help="guaranteed Lipschitz upper bounds (l2) of an ONNX network")
     s.add_argument("model")

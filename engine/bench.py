@@ -1,0 +1,148 @@
+"""`nncert bench`: verify every instance of a VNN-COMP-style CSV (onnx,vnnlib,timeout), appending one JSON line
+per finished instance, resumable, with an optional comparison against a truth.csv (column `answer`).
+
+A crash loses at most the instance in flight: each result is written and flushed as soon as it is known.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from .errors import BadInput
+
+
+def read_instances(csv_path: Path, root: Path | None) -> list[dict]:
+    """Rows of onnx,vnnlib,timeout (an optional header line is skipped); paths resolved against root or the CSV's folder."""
+    if not csv_path.exists():
+        raise BadInput("file not found", str(csv_path))
+    base = root or csv_path.parent
+    rows = []
+    with open(csv_path, newline="") as f:
+        for lineno, r in enumerate(csv.reader(f), 1):
+            if not r or not "".join(r).strip() or r[0].strip().startswith("#"):
+                continue
+            if lineno == 1 and r[0].strip().lower() == "onnx":
+                continue
+            if len(r) < 3:
+                raise BadInput("expected onnx,vnnlib,timeout", str(csv_path), lineno)
+            try:
+                timeout = float(r[2])
+            except ValueError:
+                raise BadInput(f"timeout {r[2]!r} is not a number", str(csv_path), lineno) from None
+            onnx, spec = r[0].strip(), r[1].strip()
+            rows.append({"onnx": onnx, "vnnlib": spec, "timeout": timeout,
+                         "onnx_path": str(Path(onnx) if Path(onnx).is_absolute() else base / onnx),
+                         "vnnlib_path": str(Path(spec) if Path(spec).is_absolute() else base / spec)})
+    return rows
+
+
+def read_truth(path: Path) -> dict[tuple[str, str], str]:
+    with open(path, newline="") as f:
+        return {(r["onnx"], r["vnnlib"]): r["answer"] for r in csv.DictReader(f)}
+
+
+_NETS: dict = {}
+
+
+def run_one(row: dict, domain: str) -> dict:
+    """Verify one instance; never raises (a bad instance is recorded as `error` with its message)."""
+    from .onnx_import import load_onnx
+    from .verify import verify
+    from .vnnlib import read_vnnlib
+    t0 = time.perf_counter()
+    out = {"onnx": row["onnx"], "vnnlib": row["vnnlib"]}
+    try:
+        net = _NETS.get(row["onnx_path"])
+        if net is None:
+            net = _NETS[row["onnx_path"]] = load_onnx(row["onnx_path"])
+        spec = read_vnnlib(row["vnnlib_path"], n_inputs=net.n_inputs, n_outputs=net.n_outputs)
+        budget = row["timeout"] - (time.perf_counter() - t0)
+        res = verify(net, spec, domain=domain, timeout=max(budget, 0.0) * 0.95)
+        out.update(verdict=str(res.verdict), by=res.evidence.get("by"))
+        if res.counterexample is not None:
+            out["counterexample"] = res.counterexample
+    except BadInput as e:
+        out.update(verdict="error", error=str(e))
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _done_keys(out: Path) -> set[tuple[str, str]]:
+    keys = set()
+    if out.exists():
+        for line in out.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                keys.add((r["onnx"], r["vnnlib"]))
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line cut by a crash: that instance runs again
+    return keys
+
+
+def bench(args) -> int:
+    from tqdm import tqdm
+
+    csv_path = Path(args.instances)
+    rows = read_instances(csv_path, Path(args.root) if args.root else None)
+    truth_path = Path(args.truth) if args.truth else csv_path.parent / "truth.csv"
+    truth = read_truth(truth_path) if truth_path.exists() else None
+    out = Path(args.out)
+    if out.exists() and not args.resume:
+        out.unlink()
+    done = _done_keys(out) if args.resume else set()
+    todo = [r for r in rows if (r["onnx"], r["vnnlib"]) not in done]
+    results = []
+    if out.exists():
+        results = [json.loads(line) for line in out.read_text().splitlines() if line.strip().endswith("}")]
+    with open(out, "a") as f, tqdm(total=len(rows), initial=len(rows) - len(todo), file=sys.stderr,
+                                   disable=args.json, desc="bench") as bar:
+        def record(r):
+            f.write(json.dumps(r) + "\n")
+            f.flush()
+            results.append(r)
+            bar.update(1)
+        if args.jobs > 1:
+            with ProcessPoolExecutor(args.jobs) as ex:
+                for r in ex.map(run_one, todo, [args.domain] * len(todo)):
+                    record(r)
+        else:
+            for row in todo:
+                record(run_one(row, args.domain))
+    return summarize(results, truth, args.json)
+
+
+def summarize(results: list[dict], truth: dict | None, as_json: bool) -> int:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    summary = {"instances": len(results), "verdicts": counts,
+               "seconds": round(sum(r["seconds"] for r in results), 3)}
+    wrong = []
+    if truth is not None:
+        correct = unsolved = 0
+        for r in results:
+            t = truth.get((r["onnx"], r["vnnlib"]))
+            if r["verdict"] in ("sat", "unsat") and t in ("sat", "unsat"):
+                if r["verdict"] == t:
+                    correct += 1
+                else:
+                    wrong.append(r)
+            else:
+                unsolved += 1
+        summary.update(correct=correct, wrong=len(wrong), unsolved=unsolved)
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        print(f"{'verdict':<10}{'count':>7}")
+        for k in sorted(counts):
+            print(f"{k:<10}{counts[k]:>7}")
+        print(f"instances {len(results)}, total seconds {summary['seconds']:.1f}")
+        if truth is not None:
+            print(f"correct {summary['correct']}  wrong {summary['wrong']}  unsolved {summary['unsolved']}")
+            for r in wrong:
+                print(f"WRONG: {r['onnx']} {r['vnnlib']}: {r['verdict']}")
+    return 1 if wrong else 0
