@@ -1,0 +1,42 @@
+"""VNN-COMP tool interface: `python -m nncert.engine.vnncomp ONNX VNNLIB RESULTS_FILE TIMEOUT`.
+
+Writes the results file: first line `sat`, `unsat`, `timeout`, `unknown` or `error`; a `sat` is followed by the
+counterexample `((X_0 v) ... (Y_0 v) ...)`, re-checked on the model with onnxruntime before it is written.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    t0 = time.perf_counter()
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 4:
+        print("usage: python -m nncert.engine.vnncomp ONNX VNNLIB RESULTS_FILE TIMEOUT", file=sys.stderr)
+        return 2
+    onnx_path, spec_path, results, timeout = argv
+    from .errors import BadInput
+    try:
+        budget = float(timeout)
+        from .onnx_import import load_onnx
+        from .verify import verify
+        from .vnnlib import format_counterexample, read_vnnlib
+        net = load_onnx(onnx_path)
+        spec = read_vnnlib(spec_path, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
+        res = verify(net, spec, domain="auto", timeout=max(0.0, 0.95 * budget - (time.perf_counter() - t0)))
+        text = str(res.verdict)
+        if res.counterexample is not None:
+            text += "\n" + format_counterexample(res.counterexample["x"], res.counterexample["y"])
+    except (BadInput, ValueError) as e:
+        print(f"nncert: error: {e}", file=sys.stderr)
+        with open(results, "w") as f:
+            f.write("error\n")
+        return 2
+    with open(results, "w") as f:
+        f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
