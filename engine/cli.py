@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     except NncertError as e:
         print(f"nncert: error: {e}".replace("\n", " "), file=sys.stderr)
         return Exit.BAD_INPUT
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return Exit.OK
     except KeyboardInterrupt:
         print("nncert: interrupted", file=sys.stderr)
         return 130

@@ -85,20 +85,32 @@ def falsify(network, spec: Spec, n_random: int = 1000, seed: int = 0) -> dict | 
     return None
 
 
+def to_float32_inside(x: torch.Tensor, box: Box) -> torch.Tensor:
+    """Round flat points to float32 (what the model consumes), nudged by one ulp back inside the box when
+    rounding left it; returned as float64 holding float32 values."""
+    x32 = x.to(torch.float32)
+    up = torch.nextafter(x32, torch.full_like(x32, float("inf")))
+    down = torch.nextafter(x32, torch.full_like(x32, -float("inf")))
+    x32 = torch.where(x32.double() < box.lower, up, x32)
+    x32 = torch.where(x32.double() > box.upper, down, x32)
+    return x32.to(torch.float64)
+
+
 def recheck(network, spec: Spec, x: torch.Tensor) -> dict | None:
     """The first of the candidate flat inputs x [N, n] that is a true counterexample on the real model, or None.
 
-    x is rounded to float32 first (the precision the model consumes), then must lie in the input region and
-    its real output must satisfy a disjunct exactly (no tolerance).
+    x is rounded to float32 (the precision the model consumes, kept inside each region's box), then must lie in
+    an input region and its real output (onnxruntime for ONNX models) must satisfy a disjunct exactly.
     """
-    x32 = x.to(torch.float32).to(torch.float64)
-    y = run_model(network, x32)
-    ok = spec.unsafe(x32, y[:, : spec.n_outputs] if y.shape[1] >= spec.n_outputs else y)
-    idx = ok.nonzero().flatten()
-    if not len(idx):
-        return None
-    i = int(idx[0])
-    return {"x": x32[i].tolist(), "y": y[i].tolist()}
+    for case in spec.cases:
+        x32 = to_float32_inside(x, case.input_set.bounding_box())
+        y = run_model(network, x32)
+        ok = Spec([case], spec.n_inputs, spec.n_outputs).unsafe(x32, y)
+        idx = ok.nonzero().flatten()
+        if len(idx):
+            i = int(idx[0])
+            return {"x": x32[i].tolist(), "y": y[i].tolist()}
+    return None
 
 
 def refutes(domain, network, case: Case, dtype=torch.float64) -> bool:
