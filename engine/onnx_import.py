@@ -10,12 +10,14 @@ Conventions
 - The first dimension of the (single) graph input is the batch axis; it may be fixed (usually 1) or symbolic.
   Every other dimension must be a fixed size. Graph inputs that also have an initializer are constants.
 - Supported ops: Gemm (transA=0), MatMul with one constant side reducing to `linear` on the last axis, Add / Sub /
-  Mul / Div with a constant (-> `affine`, or folded into a preceding linear/conv bias) or, for Add / Sub, two
-  same-shape variables (-> `add` / `sub`), Conv (2-D; pads, strides, dilations, group, auto_pad), Relu,
-  LeakyRelu, Sigmoid, Tanh, Flatten, Reshape, Squeeze, Unsqueeze (batch axis untouched), BatchNormalization
-  (inference), AveragePool, MaxPool, GlobalAveragePool, GlobalMaxPool, Identity, Dropout (inference), Cast
-  between float types, Constant, and any node whose inputs are all constant (folded with
-  `onnx.reference`, Shape of a variable included).
+  Mul / Div with a constant (-> `affine`, or folded into a preceding linear/conv bias or scale-only affine) or,
+  for Add / Sub, two same-shape variables (-> `add` / `sub`), Conv (2-D; pads, strides, dilations, group,
+  auto_pad), Relu, LeakyRelu, Sigmoid, Tanh, Flatten, Reshape, Squeeze, Unsqueeze (batch axis untouched),
+  Transpose moving only size-1 axes, BatchNormalization (inference), AveragePool, MaxPool, GlobalAveragePool,
+  GlobalMaxPool, Identity, Dropout (inference), Cast between float types, Pad (zero, spatial; as an identity
+  depthwise conv2d), Clip to [0, inf) (relu), Neg, Constant, and any node whose inputs are all constant (folded
+  with `onnx.reference`; Shape of a variable folds to [batch or 1, *shape]). Nodes the output does not depend
+  on are dropped before import.
 """
 from __future__ import annotations
 
@@ -37,9 +39,9 @@ _FLOAT_TYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "flo
 
 
 def _one_line(e: BaseException | str) -> str:
-    s = str(e).strip()
-    first = next((ln.strip() for ln in s.splitlines() if ln.strip()), type(e).__name__ if not isinstance(e, str) else "")
-    return first[:300]
+    """An exception's message on one line (whitespace collapsed), at most 300 characters."""
+    s = " ".join(str(e).split()) or type(e).__name__
+    return s if len(s) <= 300 else s[:297] + "..."
 
 
 def _type_name(elem_type: int) -> str:
@@ -53,16 +55,14 @@ class _Importer:
     def __init__(self, model: onnx.ModelProto, path: str, data: bytes):
         self.model, self.path, self.data = model, path, data
         self.graph = model.graph
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         self.consts: dict[str, np.ndarray] = {}
         self.vals: dict[str, str] = {}  # ONNX value name -> IR value name (variables only)
         self.shapes: dict[str, tuple[int, ...]] = {}  # IR value -> shape without batch
         self.nodes: list[Node] = []
         self.producer: dict[str, Node] = {}
+        self.origin: dict[str, str] = {}  # IR node -> the ONNX value it was emitted for
         self.names: set[str] = set()
-        self.uses = Counter(i for n in self.graph.node for i in n.input if i)
-        for o in self.graph.output:
-            self.uses[o.name] += 1
+        self.uses: Counter = Counter()  # ONNX value -> number of live consumers (graph output counts)
 
     # -- errors ------------------------------------------------------------------------------------------------
     def bad(self, msg: str) -> BadInput:
@@ -76,9 +76,6 @@ class _Importer:
         return UnsupportedOp(f"op {n.op_type!r} {self._where(n)} {detail}", self.path)
 
     # -- values ------------------------------------------------------------------------------------------------
-    def is_const(self, name: str) -> bool:
-        return name in self.consts
-
     def const(self, n: onnx.NodeProto, name: str) -> np.ndarray:
         if name not in self.consts:
             raise self.unsupported(n, f"needs input {name!r} to be a constant")
@@ -116,6 +113,7 @@ class _Importer:
         self.shapes[node.name] = node.shape
         self.nodes.append(node)
         self.producer[node.name] = node
+        self.origin[node.name] = n.output[0]
         return node.name
 
     def reshape(self, n: onnx.NodeProto, x: str, shape, base: str | None = None) -> str:
@@ -141,9 +139,18 @@ class _Importer:
         self.names.add(inp.name)
         self.vals[inp.name] = inp.name
         self.shapes[inp.name] = shape
-        for n in g.node:
-            self.node(n)
         out = g.output[0].name
+        needed = {out}
+        live = []
+        for n in reversed(g.node):  # drop nodes the output does not depend on
+            if any(o in needed for o in n.output if o):
+                needed.update(i for i in n.input if i)
+                live.append(n)
+        live.reverse()
+        self.uses = Counter(i for n in live for i in n.input if i)
+        self.uses[out] += 1
+        for n in live:
+            self.node(n)
         if out in self.consts:
             raise self.bad(f"output {out!r} is a constant: it does not depend on the input")
         if out not in self.vals:
@@ -240,8 +247,6 @@ class _Importer:
         try:
             res = ReferenceEvaluator(m).run(None, {i: self.consts[i] for i in ins})
         except Exception as e:
-            if n.op_type in ("Constant",) or getattr(self, "op_" + n.op_type, None) is None:
-                raise self.unsupported(n, f"on constant inputs cannot be evaluated: {_one_line(e)}") from None
             raise self.unsupported(n, f"on constant inputs cannot be evaluated: {_one_line(e)}") from None
         for o, v in zip([o for o in n.output if o], res):
             v = np.asarray(v)
@@ -399,6 +404,18 @@ class _Importer:
             out.append(1 if k in axes else next(it))
         self.vals[n.output[0]] = self.reshape(n, x, out)
 
+    def op_Transpose(self, n):
+        """Only transposes that keep the batch axis first and the order of the axes longer than 1 (a reshape)."""
+        x = self.var(n, n.input[0])
+        s = self.shapes[x]
+        r = len(s) + 1
+        perm = [int(p) for p in self.attrs(n, ("perm",)).get("perm", range(r - 1, -1, -1))]
+        full = (self.batch or 1, *s)
+        moved = [p for p in perm if p > 0 and full[p] > 1]
+        if sorted(perm) != list(range(r)) or perm[0] != 0 or moved != sorted(moved):
+            raise self.unsupported(n, f"with perm {perm} on [batch, {list(s)}] reorders data, which is not supported")
+        self.vals[n.output[0]] = self.reshape(n, x, [full[p] for p in perm[1:]])
+
     # linear maps ---------------------------------------------------------------------------------------------
     def op_Gemm(self, n):
         a = self.attrs(n, ("alpha", "beta", "transA", "transB", "broadcast"))
@@ -441,9 +458,10 @@ class _Importer:
             if W.ndim > 2:
                 raise self.unsupported(n, f"with a batched constant of shape {list(W.shape)} is not supported")
             if W.ndim == 1:
+                if len(s) < 2:
+                    raise self.unsupported(n, "reducing the input to the batch axis alone is not supported")
                 y = self.emit(n, "linear", [x], {"W": W[None, :]}, base=n.output[0] + "/linear")
-                self.vals[n.output[0]] = self.reshape(n, y, s[:-1]) if len(s) > 1 else \
-                    self._fail_rank(n)
+                self.vals[n.output[0]] = self.reshape(n, y, s[:-1])
                 return
             if W.shape[0] != s[-1]:
                 raise self.bad(f"MatMul {self._where(n)}: [batch, {list(s)}] @ {list(W.shape)} has mismatched sizes")
@@ -469,9 +487,6 @@ class _Importer:
             raise self.unsupported(n, "with two non-constant inputs is not supported")
         else:
             self.var(n, A if A not in self.vals else B)
-
-    def _fail_rank(self, n):
-        raise self.unsupported(n, "reducing the input to the batch axis alone is not supported")
 
     def op_Conv(self, n):
         a = self.attrs(n, ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"))
@@ -515,6 +530,56 @@ class _Importer:
             begin.append(lo)
             end.append(total - lo)
         return (begin[0], begin[1], end[0], end[1])
+
+    def op_Pad(self, n):
+        """Zero padding of the two spatial axes, imported exactly as a 1x1 identity depthwise conv2d with pads."""
+        a = self.attrs(n, ("mode", "pads", "value"))
+        if a.get("mode", "constant") != "constant":
+            raise self.unsupported(n, f"with mode={a['mode']!r} is not supported")
+        x = self.var(n, n.input[0])
+        s = self.shapes[x]
+        r = len(s) + 1
+        if len(n.input) > 1 and n.input[1]:
+            pads = [int(v) for v in np.asarray(self.const(n, n.input[1])).reshape(-1)]
+        else:
+            pads = [int(v) for v in a.get("pads", [])]
+        value = a.get("value", 0.0)
+        if len(n.input) > 2 and n.input[2]:
+            value = float(np.asarray(self.const(n, n.input[2])).reshape(-1)[0])
+        if len(n.input) > 3 and n.input[3]:  # opset 18 axes: scatter into a full pads list
+            axes = [int(v) + r if int(v) < 0 else int(v) for v in np.asarray(self.const(n, n.input[3])).reshape(-1)]
+            full = [0] * (2 * r)
+            for k, ax in enumerate(axes):
+                full[ax], full[r + ax] = pads[k], pads[len(axes) + k]
+            pads = full
+        if len(pads) != 2 * r:
+            raise self.bad(f"Pad {self._where(n)}: {len(pads)} pads for a rank-{r} tensor")
+        begin, end = pads[:r], pads[r:]
+        if value != 0.0:
+            raise self.unsupported(n, f"with constant value {value} is not supported (only zero padding)")
+        if r != 4 or any(begin[:2]) or any(end[:2]) or min(pads) < 0:
+            raise self.unsupported(n, f"with pads {pads} is not supported (only non-negative padding of the two "
+                                      "spatial axes of [batch, C, H, W])")
+        C = s[0]
+        self.vals[n.output[0]] = self.emit(n, "conv2d", [x], {"W": np.ones((C, 1, 1, 1))},
+                                           {"stride": (1, 1), "pads": (begin[2], begin[3], end[2], end[3]),
+                                            "dilation": (1, 1), "groups": C})
+
+    def op_Clip(self, n):
+        """Clip(min=0, max=none) is Relu; other ranges have no IR op."""
+        a = self.attrs(n, ("min", "max"))
+        lo, hi = a.get("min"), a.get("max")
+        if len(n.input) > 1 and n.input[1]:
+            lo = float(np.asarray(self.const(n, n.input[1])).reshape(-1)[0])
+        if len(n.input) > 2 and n.input[2]:
+            hi = float(np.asarray(self.const(n, n.input[2])).reshape(-1)[0])
+        if lo != 0.0 or (hi is not None and hi < np.finfo(np.float32).max):
+            raise self.unsupported(n, f"with range [{lo}, {hi}] is not supported (only [0, inf): relu)")
+        self._unary(n, "relu")
+
+    def op_Neg(self, n):
+        self.attrs(n, ())
+        self.vals[n.output[0]] = self.emit(n, "affine", [self.var(n, n.input[0])], {"scale": -np.ones(())})
 
     # pools ---------------------------------------------------------------------------------------------------
     def _pool(self, n, op):
@@ -603,10 +668,17 @@ class _Importer:
         return c
 
     def fold_bias(self, x: str, onnx_name: str, c: np.ndarray) -> bool:
-        """Add constant c (per sample) into the bias of the linear/conv2d node producing x when that is exact."""
+        """Add constant c (per sample) into the node producing x when that is exact: the bias of a linear or
+        conv2d node, or the missing shift of a scale-only affine node. Only when x has no other consumer."""
         node = self.producer.get(x)
-        if node is None or node.op not in ("linear", "conv2d") or self.uses[onnx_name] != 1 or node is not self.nodes[-1]:
+        if node is None or node.op not in ("linear", "conv2d", "affine") or self.origin.get(x) != onnx_name \
+                or self.uses[onnx_name] != 1 or node is not self.nodes[-1]:
             return False
+        if node.op == "affine":  # x * scale followed by + c: the same computation as one affine node
+            if "shift" in node.params or np.broadcast_shapes(c.shape, node.shape) != node.shape:
+                return False
+            node.params["shift"] = torch.as_tensor(c).float()
+            return True
         if node.op == "linear":
             out = node.shape[-1]
             cc = c.reshape(c.shape[-1:]) if c.ndim and math.prod(c.shape[:-1]) == 1 else c if c.ndim == 0 else None
@@ -625,7 +697,7 @@ class _Importer:
         return True
 
     def _arith(self, n, kind: str):
-        self.attrs(n, ("broadcast", "axis", "consumed_inputs"))
+        a = self.attrs(n, ("broadcast", "axis", "consumed_inputs"))
         if len(n.input) != 2:
             raise self.bad(f"{n.op_type} {self._where(n)} needs 2 inputs")
         A, B = n.input
@@ -640,7 +712,16 @@ class _Importer:
             return
         var_left = A in self.vals
         x = self.var(n, A if var_left else B)
-        c = self.sample_const(n, self.const(n, B if var_left else A), self.shapes[x])
+        c = np.asarray(self.const(n, B if var_left else A))
+        if a.get("broadcast") and "axis" in a:  # opset < 7: B is aligned with A starting at `axis`
+            if not var_left:
+                raise self.unsupported(n, "with legacy broadcasting of a non-constant second input is not supported")
+            r = len(self.shapes[x]) + 1
+            axis = a["axis"] + r if a["axis"] < 0 else a["axis"]
+            if axis + c.ndim > r:
+                raise self.bad(f"{n.op_type} {self._where(n)}: legacy broadcast axis {a['axis']} does not fit")
+            c = c.reshape(c.shape + (1,) * (r - axis - c.ndim))
+        c = self.sample_const(n, c, self.shapes[x])
         onnx_in = A if var_left else B
         if kind == "add" or (kind == "sub" and var_left):
             shift = c if kind == "add" else -c

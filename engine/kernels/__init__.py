@@ -44,12 +44,52 @@ def use_native(t: torch.Tensor) -> bool:
     return ok
 
 
+_threads: int | None = None
+
+
+def threads() -> int:
+    """Threads the native CPU kernels use: set_threads(n), else env NNCERT_THREADS, else hardware_concurrency."""
+    if _threads is not None:
+        return _threads
+    env = os.environ.get("NNCERT_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"NNCERT_THREADS must be a positive integer, not {env!r}") from None
+        if n < 1:
+            raise ValueError(f"NNCERT_THREADS must be a positive integer, not {env!r}")
+        return n
+    return _hardware_threads()
+
+
+_hw: int | None = None
+
+
+def _hardware_threads() -> int:
+    global _hw
+    if _hw is None:
+        _hw = int(_C.hardware_threads()) if _C is not None and hasattr(_C, "hardware_threads") else (os.cpu_count() or 1)
+    return _hw
+
+
+def set_threads(n: int | None) -> None:
+    """Fix the native CPU kernels' thread count (None: back to NNCERT_THREADS / hardware_concurrency)."""
+    global _threads
+    if n is not None and int(n) < 1:
+        raise ValueError(f"thread count must be >= 1, not {n}")
+    _threads = None if n is None else int(n)
+
+
 def info() -> dict:
-    """What was built and which path runs."""
+    """What was built and which path runs: native (bool, native kernels in use), cuda (bool, CUDA kernels built),
+    version, threads (native CPU kernel threads), and build details."""
     from .. import __version__
     d = {"version": __version__, "native": native_available() and mode() != "torch", "native_built": native_available(),
          "cuda": cuda_built(), "cuda_available": torch.cuda.is_available(), "kernels_mode": mode(),
-         "torch": torch.__version__}
+         "torch": torch.__version__, "threads": threads()}
     if _C is not None:
         d.update(_C.build_info())
+        if hasattr(_C, "interval_simd"):
+            d["cpu_simd"] = _C.interval_simd()
     return d

@@ -28,6 +28,23 @@ from . import _C, use_native
 
 # ------------------------------------------------------------------------------------------------ references
 
+MIN_SPARSITY = 0.9
+
+
+def crown_rows(il: torch.Tensor, iu: torch.Tensor, min_sparsity: float = MIN_SPARSITY) -> torch.Tensor:
+    """Which pre-activation neurons of a ReLU layer get CROWN bounds, per box ([B, n] bool).
+
+    The neurons the interval pre-bound [il, iu] leaves unstable (the others keep the interval, on which their
+    relaxation is exact); but all neurons, with CROWN bounds replacing the interval, when more than
+    min_sparsity * n are unstable. This is auto_LiRPA's default rule ("sparse intermediate bounds",
+    minimum_sparsity = 0.9). We keep it so that intermediate bounds, and hence the adaptive lower slopes, equal
+    auto_LiRPA's: the adaptive slope makes the final bound non-monotone in the intermediate bounds, so tighter
+    intermediate bounds (e.g. intersecting CROWN with the interval) can give a looser final bound.
+    """
+    unstable = (il < 0) & (iu > 0)
+    dense = unstable.sum(1, keepdim=True) > min_sparsity * il.shape[1]
+    return unstable | dense
+
 
 def relu_relax(l: torch.Tensor, u: torch.Tensor):
     """ReLU relaxation slopes/intercept (al, au, cu) for pre-activation bounds l <= u (any shape)."""
@@ -65,13 +82,13 @@ def _interval_linear(lo, hi, W, b):
     return c - r, c + r
 
 
-def crown_mlp_torch(lo, hi, Ws, bs, C=None):
+def crown_mlp_torch(lo, hi, Ws, bs, C=None, min_sparsity: float = MIN_SPARSITY):
     """Reference CROWN on a ReLU MLP z1 = W1 x + b1, z_k = W_k relu(z_{k-1}) + b_k, output z_L.
 
     lo, hi [B, n0]; Ws[k] [n_k, n_{k-1}]; bs[k] [n_k] or None; C None, [m, n_L] or [B, m, n_L].
     Intermediate bounds: z1 by interval arithmetic (exact for one affine layer); for k >= 2 an interval
-    pre-bound from the previous layer's bounds, then CROWN (backward to the input) for the neurons the pre-bound
-    leaves unstable, intersected with the pre-bound. Returns (lower, upper) [B, m], unwidened.
+    pre-bound from the previous layer's bounds, then CROWN (backward to the input) for the rows `crown_rows`
+    selects; the other neurons keep the interval. Returns (lower, upper) [B, m], unwidened.
     """
     B, dt = lo.shape[0], lo.dtype
     Ws = [W.to(dt) for W in Ws]
@@ -84,8 +101,8 @@ def crown_mlp_torch(lo, hi, Ws, bs, C=None):
         if k == L - 1:
             break
         il, iu = _interval_linear(l.clamp(min=0), u.clamp(min=0), Ws[k], bs[k])
-        unstable = (il < 0) & (iu > 0)
-        idx = unstable.any(0).nonzero().flatten()
+        use = crown_rows(il, iu, min_sparsity)
+        idx = use.any(0).nonzero().flatten()
         if idx.numel():
             rows = torch.cat([Ws[k][idx], -Ws[k][idx]])                       # [2r, n_{k-1}]
             bk = torch.zeros(len(idx), dtype=dt) if bs[k] is None else bs[k][idx]
@@ -93,12 +110,10 @@ def crown_mlp_torch(lo, hi, Ws, bs, C=None):
             bias = torch.cat([bk, -bk]).expand(B, -1)
             lb = _backward_to_input(Lam, bias, Ws, bs, relax, k - 1, lo, hi)
             r = len(idx)
-            cl, cu = lb[:, :r], -lb[:, r:]
-            ml, mu = il[:, idx], iu[:, idx]
-            use = unstable[:, idx]
-            il = il.clone(); iu = iu.clone()
-            il[:, idx] = torch.where(use, torch.maximum(ml, cl), ml)
-            iu[:, idx] = torch.where(use, torch.minimum(mu, cu), mu)
+            u_idx = use[:, idx]
+            il, iu = il.clone(), iu.clone()
+            il[:, idx] = torch.where(u_idx, lb[:, :r], il[:, idx])
+            iu[:, idx] = torch.where(u_idx, -lb[:, r:], iu[:, idx])
         l, u = il, iu
     nL = Ws[-1].shape[0]
     if C is None:
@@ -223,7 +238,7 @@ def crown_mlp(lo, hi, Ws, bs, C=None, packed=None):
     args = (_dtype_code(lo), lo.data_ptr(), hi.data_ptr(), B, buf.data_ptr(), dims, C.data_ptr(), int(batched), m,
             out_lo.data_ptr(), out_hi.data_ptr())
     if dev.type == "cuda":
-        _C.lb_crown_mlp_cuda(*args, _stream(lo))
+        _C.lb_crown_mlp_cuda(*args, _stream(lo), MIN_SPARSITY)
     else:
-        _C.lb_crown_mlp(*args, _threads())
+        _C.lb_crown_mlp(*args, _threads(), MIN_SPARSITY)
     return out_lo, out_hi

@@ -18,6 +18,8 @@ from nncert.engine.domain import Domain
 from nncert.engine.kernels import interval
 from nncert.engine.numerics import widen
 
+from .fused import fused_bounds
+
 
 def _monotone(fn):
     """Rule for a monotone non-decreasing elementwise function: bounds map to bounds."""
@@ -130,7 +132,10 @@ class IBP(Domain):
         return boxes
 
     def bounds(self, network, lower, upper, C=None):
-        lo, hi = self.node_bounds(network, lower, upper)[network.output]
+        # fused fast path (plugins/ibp/fused.py): plain MLPs in one native interval-chain call; None otherwise
+        self.check_network(network)
+        fused = fused_bounds(self, network, lower, upper)
+        lo, hi = fused if fused is not None else self.node_bounds(network, lower, upper)[network.output]
         lo, hi = lo.reshape(lo.shape[0], -1), hi.reshape(hi.shape[0], -1)
         if C is not None:
             lo, hi = interval_matmul(C.to(lo.dtype), lo, hi)
