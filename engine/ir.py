@@ -174,12 +174,19 @@ class Network:
         return self.forward(x.reshape(x.shape[0], *self.input_shape)).reshape(x.shape[0], -1)
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "Network":
-        """A copy whose parameters have the given dtype/device (graph shared)."""
+        """A copy whose parameters have the given dtype/device, memoised: weights are treated as immutable once a
+        network is in use (mutate a fresh copy instead)."""
+        key = (dtype, str(device) if device is not None else None)
+        cache = self.__dict__.setdefault("_to_cache", {})
+        if key in cache:
+            return cache[key]
         nodes = [Node(n.name, n.op, list(n.inputs), {k: v.to(dtype=dtype, device=device) for k, v in n.params.items()},
                       dict(n.attrs), n.shape) for n in self.nodes]
         net = Network.__new__(Network)
         net.__dict__.update(self.__dict__)
         net.nodes = nodes
+        net._to_cache = {}
+        cache[key] = net
         return net
 
     def __repr__(self) -> str:
