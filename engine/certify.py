@@ -21,6 +21,7 @@ def _options(args) -> dict:
     if opts["batch"] < 1:
         raise BadInput("--batch must be >= 1")
     opts["progress"] = not args.json
+    opts = {k: v for k, v in opts.items() if v is not None}
     return opts
 
 
@@ -28,7 +29,7 @@ def certify_dataset(args) -> int:
     from .cli import load_model
     from .data import load_dataset
     from .registry import get_registry
-    from .report import certified_accuracy, plot_curve, write_tsv
+    from .report import certified_accuracy, plot_curve, summary, write_tsv
 
     dom = get_registry().domain(args.domain)
     if not dom.can_certify():
@@ -50,16 +51,18 @@ def certify_dataset(args) -> int:
         write_tsv(records, args.out)
     if args.plot:
         plot_curve(records, args.plot)
-    summary = {"domain": dom.name, "guarantee": dom.guarantee, "samples": records,
-               "certified_accuracy": certified_accuracy(records), "seconds": seconds}
+    result = {"domain": dom.name, "guarantee": dom.guarantee, "samples": records,
+              "certified_accuracy": certified_accuracy(records), "summary": summary(records), "seconds": seconds}
     if dom.guarantee == "probabilistic":
-        summary["statement"] = f"each certificate holds with probability >= 1 - alpha = {1 - opts['alpha']}"
+        result["statement"] = f"each certificate holds with probability >= 1 - alpha = {1 - opts['alpha']}"
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(result))
     else:
         print(f"domain={dom.name} samples={len(records)} seconds={seconds:.2f}")
-        for r, acc in summary["certified_accuracy"].items():
-            print(f"  certified accuracy at {r}: {acc:.4f}")
-        if "statement" in summary:
-            print("  " + summary["statement"])
+        for k, v in result["summary"].items():
+            print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+        for r, acc in result["certified_accuracy"].items():
+            print(f"  certified accuracy at radius {r}: {acc:.4f}")
+        if "statement" in result:
+            print("  " + result["statement"])
     return 0

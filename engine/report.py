@@ -1,57 +1,141 @@
-"""Per-sample certificate records -> certified accuracy, TSV and plot.
+"""Reports over certificate records (any certificate domain): certified accuracy, TSV, certified-accuracy plot.
 
-A record holds at least idx, label, predict (-1 = abstain), correct (0/1) and time (seconds), and either
-`radius` (certified l2 radius; 0 or less means none) or `certified` (bool: the prediction provably holds on the
-whole requested set), or both.
+A record is a dict with at least idx, label, predict, correct; radius-type domains add `radius` (l2, same units
+as the inputs), others may add `certified` (0/1). Functions here only read the keys they need and skip records
+that lack them, so they work for every certificate domain.
 """
 from __future__ import annotations
 
-import csv
+import math
+from pathlib import Path
 
-RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.58, 2.0)
-COLUMNS = ("idx", "label", "predict", "radius", "certified", "correct", "time")
-
-
-def certified_accuracy(records: list[dict], radii=RADII) -> dict[str, float]:
-    """Fraction of samples that are correct and certified: at each radius when records carry `radius`,
-    else under the key "certified"."""
-    n = max(len(records), 1)
-    if records and "radius" in records[0]:
-        return {str(r): sum(1 for s in records if s["correct"] and s["predict"] != -1 and s["radius"] >= r) / n
-                for r in radii}
-    return {"certified": sum(1 for s in records if s["correct"] and s.get("certified")) / n}
+DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+FIRST_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 
 
-def write_tsv(records: list[dict], path) -> None:
-    """Tab-separated, header line; the known columns first (those present), then any extra keys."""
-    keys = [c for c in COLUMNS if records and c in records[0]]
-    keys += [k for k in (records[0] if records else {}) if k not in keys]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(keys)
+def _is_correct(r: dict) -> bool:
+    if "correct" in r:
+        return bool(int(r["correct"]))
+    return "label" in r and "predict" in r and int(r["predict"]) == int(r["label"]) and int(r["predict"]) != -1
+
+
+def certified_accuracy(records, radii=DEFAULT_RADII) -> dict:
+    """{radius: fraction of records that are correct with certified radius >= radius} for each given radius.
+
+    Uses only records with a `radius` key (the denominator counts those); {} when none has one. An abstention
+    (predict -1) is never correct, so it counts as not certified at every radius, radius 0 included.
+    """
+    rs = [r for r in records if r.get("radius") is not None]
+    if not rs:
+        return {}
+    out = {}
+    for rad in radii:
+        ok = sum(1 for r in rs if _is_correct(r) and int(r.get("predict", 0)) != -1 and float(r["radius"]) >= rad)
+        out[float(rad)] = ok / len(rs)
+    return out
+
+
+def summary(records) -> dict:
+    """Generic counts for any certificate domain: n, accuracy (correct), abstain, and certified (correct and
+    certified; records with `certified` use it, records with `radius` count radius > 0)."""
+    records = list(records)
+    n = len(records)
+    if n == 0:
+        return {"n": 0}
+    out = {"n": n, "accuracy": sum(_is_correct(r) for r in records) / n,
+           "abstain": sum(1 for r in records if int(r.get("predict", 0)) == -1) / n}
+    cert = [r for r in records if "certified" in r or r.get("radius") is not None]
+    if cert:
+        def ok(r):
+            if "certified" in r:
+                return bool(int(r["certified"]))
+            return float(r["radius"]) > 0
+        out["certified"] = sum(1 for r in cert if _is_correct(r) and ok(r)) / len(cert)
+    times = [float(r["time"]) for r in records if r.get("time") is not None]
+    if times:
+        out["mean_time"] = sum(times) / len(times)
+    return out
+
+
+def _fmt(key, v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, float):
+        if key == "time":
+            return f"{v:.4f}"
+        return repr(v)  # shortest round-trip form: a radius is never rounded up
+    return str(v).replace("\t", " ").replace("\n", " ")
+
+
+def columns(records) -> list[str]:
+    """idx label predict radius correct time (those present in any record, in that order), then the other keys
+    in first-seen order."""
+    seen: list[str] = []
+    for r in records:
+        for k in r:
+            if k not in seen:
+                seen.append(k)
+    return [c for c in FIRST_COLUMNS if c in seen] + [k for k in seen if k not in FIRST_COLUMNS]
+
+
+def write_tsv(records, path) -> Path:
+    """Tab-separated file with a header line; a record lacking a column leaves it empty."""
+    records = list(records)
+    cols = columns(records)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write("\t".join(cols) + "\n")
         for r in records:
-            w.writerow([(f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in keys])
+            fh.write("\t".join(_fmt(c, r.get(c)) for c in cols) + "\n")
+    return path
 
 
-def plot_curve(records: list[dict], path, title: str | None = None) -> None:
-    """PNG of certified accuracy vs radius (records with `radius`); a bar of the certified fraction otherwise."""
+def _curve(records):
+    rs = [r for r in records if r.get("radius") is not None]
+    if not rs:
+        return None
+    good = sorted(float(r["radius"]) for r in rs if _is_correct(r) and int(r.get("predict", 0)) != -1)
+    n = len(rs)
+    # step function: accuracy(t) = #{radius >= t} / n, drops just after each certified radius
+    xs, ys = [0.0], [len(good) / n]
+    for i, rad in enumerate(good):
+        xs += [rad, rad]
+        ys += [(len(good) - i) / n, (len(good) - i - 1) / n]
+    top = max(good[-1] if good else 0.0, 1e-9)
+    xs.append(top * 1.05 if math.isfinite(top) else 1.0)
+    ys.append(0.0)
+    return xs, ys
+
+
+def plot_curve(records, path, title: str | None = None):
+    """PNG of certified accuracy vs l2 radius. `records` is a list of records or {label: records} for several
+    curves. Returns the path, or None (and writes nothing) when no record has a radius."""
+    groups = records if isinstance(records, dict) else {None: records}
+    curves = {k: _curve(list(v)) for k, v in groups.items()}
+    curves = {k: c for k, c in curves.items() if c is not None}
+    if not curves:
+        return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    if records and "radius" in records[0]:
-        top = max([s["radius"] for s in records if s["predict"] != -1] + [0.0])
-        grid = [top * i / 200 for i in range(201)] if top > 0 else [0.0]
-        acc = certified_accuracy(records, grid)
-        ax.plot(grid, list(acc.values()))
-        ax.set_xlabel("radius")
-    else:
-        ax.bar(["certified"], list(certified_accuracy(records).values()))
+    for label, (xs, ys) in curves.items():
+        ax.plot(xs, ys, label=label)
+    ax.set_xlabel("l2 radius")
     ax.set_ylabel("certified accuracy")
     ax.set_ylim(0, 1)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
+    if any(k is not None for k in curves):
+        ax.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path

@@ -1,7 +1,7 @@
 """Train small MNIST CNNs with Gaussian noise augmentation, export them to ONNX, and certify them with Gaussian
 randomized smoothing (Cohen, Rosenfeld & Kolter, ICML 2019).
 
-    python examples/train_gaussian_mnist.py [--sigmas 0.25 0.5] [--epochs 10] [--count 200] [--n 10000]
+    python examples/train_gaussian_mnist.py [--sigmas 0.25 0.5] [--epochs 10] [--count 100] [--n 10000]
                                             [--alpha 0.001] [--out gaussian_mnist_out] [--threads 1]
 
 Data: nncert.engine.data.mnist_split(n_train=9000, seed=0) (the 10k MNIST test images split into 9000 training
@@ -61,7 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.25, 0.5])
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--count", type=int, default=200, help="held-out images to certify (of 1000)")
+    ap.add_argument("--count", type=int, default=100, help="held-out images to certify (of 1000)")
     ap.add_argument("--n0", type=int, default=100)
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--alpha", type=float, default=0.001)
@@ -77,7 +77,7 @@ def main() -> None:
     from nncert.engine.onnx_import import load_onnx
     from nncert.engine.ort import export_onnx
     from nncert.engine.registry import get_registry
-    from nncert.plugins.smoothing.report import certified_accuracy, plot_curve, summary, write_tsv
+    from nncert.engine.report import certified_accuracy, plot_curve, summary, write_tsv
 
     (xtr, ytr), (xte, yte) = mnist_split(n_train=9000, seed=0)
     out = Path(args.out)
