@@ -1,0 +1,159 @@
+"""CROWN speed (boxes per second) vs auto_LiRPA's recorded per-box time, and what CROWN alone proves.
+
+    python benchmarks/bench_crown.py [--threads N] [--big 1024] [--no-unsat]
+
+Part 1, speed, on the boxes recorded in shared/reference/auto_lirpa/{acasxu,mnist_fc}.json (float64, C = I):
+  batch 1: mean per-box time of our native kernel and of our torch path (NNCERT_KERNELS=torch), beside the
+  median of auto_LiRPA's recorded CROWN "seconds" for the same records (recorded elsewhere, earlier; the ratio
+  is indicative). Batch >= 1024: the recorded boxes tiled to a large batch, native vs torch; plus the dense
+  matrix-product floor (the FLOPs of dense CROWN rows at this machine's measured matmul rate).
+Part 2, verdicts: for every instance of shared/benchmarks/*/instances.csv, the disjuncts whose rows CROWN refutes
+  (upper bound of C y + d < 0 for some row), counted as unsat only when all disjuncts of all regions are refuted;
+  compared with truth.csv (an unsat where truth says sat would be a soundness bug).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import time
+
+import torch
+
+from nncert.engine.data import shared_dir
+from nncert.engine.onnx_import import load_onnx
+from nncert.engine.registry import get_registry
+from nncert.plugins.crown.domain import MLPView
+
+
+def timed(fn, reps):
+    fn()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps
+
+
+def with_kernels(mode, fn):
+    old = os.environ.get("NNCERT_KERNELS")
+    os.environ["NNCERT_KERNELS"] = mode
+    try:
+        return fn()
+    finally:
+        if old is None:
+            del os.environ["NNCERT_KERNELS"]
+        else:
+            os.environ["NNCERT_KERNELS"] = old
+
+
+def dense_flops(view, m):
+    """Multiply-adds of dense CROWN on one box: every neuron's two rows back to the input, then 2m output rows."""
+    dims = [int(view.Ws[0].shape[1])] + [int(W.shape[0]) for W in view.Ws]
+    L = len(view.Ws)
+
+    def back(top):  # one row from h_top back to the input
+        return sum(dims[j + 1] * dims[j] for j in range(top + 1))
+    total = sum(2 * dims[k + 1] * back(k - 1) for k in range(1, L - 1))
+    return total + 2 * m * back(L - 2)
+
+
+def matmul_rate(dtype):
+    a = torch.randn(2048, 256, dtype=dtype)
+    b = torch.randn(256, 256, dtype=dtype)
+    t = timed(lambda: a @ b, 20)
+    return 2048 * 256 * 256 / t  # multiply-adds per second
+
+
+def speed(crown, sd, big, name, pick):
+    data = json.loads((sd / "reference" / "auto_lirpa" / f"{name}.json").read_text())["records"]
+    recs = [r for r in data if pick(r["onnx"])]
+    net = load_onnx(sd / "benchmarks" / name / recs[0]["onnx"])
+    recs = [r for r in recs if r["onnx"] == recs[0]["onnx"]]
+    lo = torch.tensor([r["lower_in"] for r in recs], dtype=torch.float64)
+    hi = torch.tensor([r["upper_in"] for r in recs], dtype=torch.float64)
+    ref = statistics.median(r["CROWN"]["seconds"] for r in recs)
+    rows = []
+    for mode in ("native", "torch"):
+        def one():
+            for i in range(len(recs)):
+                crown.bounds(net, lo[i:i + 1], hi[i:i + 1])
+        t1 = with_kernels(mode, lambda: timed(one, 1)) / len(recs)
+        reps = big // len(recs) + 1
+        L, H = lo.repeat(reps, 1)[:big], hi.repeat(reps, 1)[:big]
+        tb = with_kernels(mode, lambda: timed(lambda: crown.bounds(net, L, H), 1)) / big
+        rows.append((mode, t1, tb))
+    view = MLPView.of(net)
+    floor = dense_flops(view, net.n_outputs) / matmul_rate(torch.float64)
+    print(f"\n{name} ({recs[0]['onnx']}, {len(recs)} recorded boxes)")
+    print(f"{'path':<10}{'batch1 ms/box':>15}{'x vs auto_LiRPA':>17}{f'batch{big} ms/box':>18}")
+    for mode, t1, tb in rows:
+        print(f"{mode:<10}{t1 * 1e3:>15.3f}{ref / t1:>17.1f}{tb * 1e3:>18.4f}")
+    print(f"{'auto_LiRPA':<10}{ref * 1e3:>15.3f}{1.0:>17.1f}{'(recorded)':>18}")
+    print(f"dense matmul floor at large batch: {floor * 1e3:.4f} ms/box "
+          f"({dense_flops(view, net.n_outputs) / 1e6:.1f} M multiply-adds at the measured float64 matmul rate)")
+
+
+def count_unsat(crown, sd):
+    from nncert.engine.vnnlib import read_vnnlib
+    for name in ("acasxu", "mnist_fc"):
+        bench = sd / "benchmarks" / name
+        truth = {(r["onnx"], r["vnnlib"]): r["answer"] for r in csv.DictReader(open(bench / "truth.csv"))}
+        nets, n, proved, wrong, t0 = {}, 0, 0, [], time.perf_counter()
+        by_truth = {}
+        for row in csv.reader(open(bench / "instances.csv")):
+            if not row:
+                continue
+            onnx_rel, vnn_rel = row[0].strip(), row[1].strip()
+            if onnx_rel not in nets:
+                nets[onnx_rel] = load_onnx(bench / onnx_rel)
+            net = nets[onnx_rel]
+            spec = read_vnnlib(bench / vnn_rel, net.n_inputs, net.n_outputs)
+            ok = True
+            for case in spec.cases:
+                box = case.input_set.bounding_box()
+                Cs = torch.cat([d.C for d in case.disjuncts])
+                ds = torch.cat([d.d for d in case.disjuncts])
+                _, hi = crown.bounds(net, box.lower[None], box.upper[None], Cs)
+                up = hi[0] + ds
+                s = 0
+                for d in case.disjuncts:
+                    k = d.C.shape[0]
+                    if not bool((up[s:s + k] < 0).any()):
+                        ok = False
+                    s += k
+                if not ok:
+                    break
+            n += 1
+            t = truth.get((onnx_rel, vnn_rel), "?")
+            by_truth[t] = by_truth.get(t, 0) + 1
+            if ok:
+                proved += 1
+                if t == "sat":
+                    wrong.append((onnx_rel, vnn_rel))
+        print(f"\n{name}: CROWN alone proves {proved} / {n} instances unsat "
+              f"(truth: {by_truth}); proved-unsat where truth says sat: {len(wrong)} {wrong[:3]} "
+              f"[{time.perf_counter() - t0:.1f} s]")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--big", type=int, default=1024)
+    ap.add_argument("--no-unsat", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    sd = shared_dir()
+    if sd is None:
+        raise SystemExit("shared data directory not found")
+    crown = get_registry().domain("crown")
+    print(f"threads: {a.threads} (torch and native); float64; auto_LiRPA times are its recorded per-box seconds")
+    speed(crown, sd, a.big, "acasxu", lambda p: "1_1" in p)
+    speed(crown, sd, a.big, "mnist_fc", lambda p: "256x6" in p)
+    if not a.no_unsat:
+        count_unsat(crown, sd)
+
+
+if __name__ == "__main__":
+    main()

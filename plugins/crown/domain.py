@@ -1,0 +1,156 @@
+"""The CROWN domain (Zhang et al. 2018): sound bounds on C @ f(x) by backward linear bound propagation.
+
+Guarantee: for every x in the input set, lo <= C @ f(x) <= hi in exact arithmetic; the returned bounds are then
+widened outward (engine.numerics.widen) for floating-point rounding. Pass float64 inputs on verdict paths.
+Computes in the dtype of the inputs. Input sets: boxes (`bounds`) and l2 balls (`bounds_l2`).
+
+ReLU MLPs given as boxes (optionally behind elementwise affine / reshape input layers, e.g. ACAS Xu's input
+normalisation) run through `engine.kernels.linear_bounds.crown_mlp` (one native call for the whole pass, or its
+torch reference); every other network through the generic DAG propagation of plugins.crown.propagate. Both compute
+the same bounds (same relaxations, same intermediate-bound procedure).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nncert.engine.domain import Domain
+from nncert.engine.errors import BadInput
+from nncert.engine.kernels import linear_bounds as lb
+from nncert.engine.numerics import widen
+from nncert.plugins.ibp import RULES as IBP_RULES
+
+from .propagate import concretize_box, concretize_l2, crown_bounds
+from .rules import RULES
+
+
+def _check_C(C, B, n_out, dtype, device):
+    if C is None:
+        return torch.eye(n_out, dtype=dtype, device=device).expand(B, n_out, n_out)
+    C = torch.as_tensor(C).to(dtype=dtype, device=device)
+    if C.dim() == 2:
+        C = C.expand(B, *C.shape)
+    if C.dim() != 3 or C.shape[0] != B or C.shape[2] != n_out:
+        raise BadInput(f"C must be [m, {n_out}] or [{B}, m, {n_out}], got {list(C.shape)}")
+    return C
+
+
+def _check_box(network, lower, upper):
+    if lower.dim() != 2 or lower.shape != upper.shape or lower.shape[1] != network.n_inputs:
+        raise BadInput(f"input box must be two [B, {network.n_inputs}] tensors, got {list(lower.shape)} and "
+                       f"{list(upper.shape)}")
+    if not (torch.isfinite(lower).all() and torch.isfinite(upper).all()):
+        raise BadInput("input box bounds must be finite")
+    if (lower > upper).any():
+        raise BadInput("empty input box: some lower bound exceeds its upper bound")
+
+
+class MLPView:
+    """A network seen as: elementwise affine/reshape input layers, then linear (relu linear)*; or None."""
+
+    def __init__(self, prefix, Ws, bs):
+        self.prefix, self.Ws, self.bs = prefix, Ws, bs
+        self._packed = {}
+
+    @classmethod
+    def of(cls, network):
+        nodes, prev = network.nodes, network.input_name
+        prefix, i = [], 0
+        while i < len(nodes) and nodes[i].op in ("affine", "reshape"):
+            n = nodes[i]
+            if n.inputs != [prev] or math.prod(n.shape) != network.n_inputs:
+                return None
+            if n.op == "affine":
+                in_shape = nodes[i - 1].shape if i else network.input_shape
+                if tuple(n.shape) != tuple(in_shape):
+                    return None
+                prefix.append(n)
+            prev, i = n.name, i + 1
+        Ws, bs, expect = [], [], "linear"
+        for n in nodes[i:]:
+            if n.op != expect or n.inputs != [prev]:
+                return None
+            if n.op == "linear":
+                if math.prod(n.shape[:-1]) != 1:
+                    return None
+                Ws.append(n.params["W"])
+                bs.append(n.params.get("b"))
+            expect = "relu" if n.op == "linear" else "linear"
+            prev = n.name
+        if not Ws or expect != "relu" or prev != network.output:
+            return None
+        return cls(prefix, Ws, bs)
+
+    def map_box(self, lo, hi):
+        """Image of the flat input box under the elementwise affine prefix (exact up to rounding)."""
+        for n in self.prefix:
+            shape = n.shape
+            if "scale" in n.params:
+                s = (torch.ones(shape, dtype=lo.dtype, device=lo.device) * n.params["scale"].to(lo)).reshape(1, -1)
+                lo, hi = torch.minimum(lo * s, hi * s), torch.maximum(lo * s, hi * s)
+            if "shift" in n.params:
+                t = (torch.zeros(shape, dtype=lo.dtype, device=lo.device) + n.params["shift"].to(lo)).reshape(1, -1)
+                lo, hi = lo + t, hi + t
+        return lo, hi
+
+    def packed(self, dtype, device):
+        key = (dtype, str(device))
+        if key not in self._packed:
+            self._packed[key] = lb.pack_mlp(self.Ws, self.bs, dtype, device)
+        return self._packed[key]
+
+
+class Crown(Domain):
+    name = "crown"
+    guarantee = "sound"
+    input_sets = ("box", "linf", "l2")
+    description = "CROWN backward linear bounds (Zhang et al. 2018): tighter than IBP"
+    default_rules = RULES
+
+    def __init__(self, op_rules=None):
+        super().__init__(op_rules)
+        self._mlp: dict[int, tuple] = {}
+
+    def _mlp_view(self, network):
+        if any(self.op_rules[op] is not RULES.get(op) for op in network.ops()):
+            return None  # a plugin overrode a rule: take the generic path, which uses it
+        hit = self._mlp.get(id(network))
+        if hit is None or hit[0] is not network:
+            hit = (network, MLPView.of(network))
+            if len(self._mlp) > 16:
+                self._mlp.clear()
+            self._mlp[id(network)] = hit
+        return hit[1]
+
+    def bounds(self, network, lower, upper, C=None, mlp_fast_path: bool = True):
+        """Sound (widened) bounds [B, m] of C @ f(x) over each box [lower[b], upper[b]] (see Domain.bounds)."""
+        self.check_network(network)
+        _check_box(network, lower, upper)
+        B, dt, dev = lower.shape[0], lower.dtype, lower.device
+        upper = upper.to(dt)
+        view = self._mlp_view(network) if mlp_fast_path else None
+        if view is not None:
+            Cm = None if C is None else _check_C(C, B, network.n_outputs, dt, dev)
+            lo, hi = view.map_box(lower, upper)
+            out = lb.crown_mlp(lo, hi, view.Ws, view.bs, Cm, packed=view.packed(dt, dev))
+        else:
+            Cm = _check_C(C, B, network.n_outputs, dt, dev)
+            out = crown_bounds(network, self.op_rules, IBP_RULES, lower, upper, concretize_box(lower, upper), Cm)
+        return widen(*out)
+
+    def bounds_l2(self, network, center, eps, C=None):
+        """Sound (widened) bounds [B, m] of C @ f(x) over each l2 ball ||x - center[b]||_2 <= eps[b].
+
+        center [B, n_inputs]; eps a float or [B] tensor (>= 0)."""
+        self.check_network(network)
+        if center.dim() != 2 or center.shape[1] != network.n_inputs:
+            raise BadInput(f"l2 ball centres must be [B, {network.n_inputs}], got {list(center.shape)}")
+        B, dt, dev = center.shape[0], center.dtype, center.device
+        eps = torch.as_tensor(eps, dtype=dt, device=dev).expand(B).contiguous()
+        if not (eps >= 0).all() or not torch.isfinite(eps).all():
+            raise BadInput("l2 radius eps must be finite and >= 0")
+        Cm = _check_C(C, B, network.n_outputs, dt, dev)
+        lo, hi = center - eps[:, None], center + eps[:, None]
+        out = crown_bounds(network, self.op_rules, IBP_RULES, lo, hi, concretize_l2(center, eps), Cm)
+        return widen(*out)

@@ -1,0 +1,288 @@
+"""CROWN: tightness against auto_LiRPA's recorded CROWN bounds, soundness by sampling, native/torch parity."""
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from nncert.engine import kernels
+from nncert.engine.data import shared_dir
+from nncert.engine.errors import BadInput
+from nncert.engine.kernels import linear_bounds as lb
+from nncert.engine.registry import get_registry
+from nncert.engine.torch_import import Residual, from_torch
+from nncert.plugins.crown.relax import leaky_relu_relax, sigmoid_relax, tanh_relax
+
+from netgen import NETS, box_samples
+
+torch.set_num_threads(1)
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def crown():
+    return get_registry().domain("crown")
+
+
+def _records(name):
+    sd = shared_dir()
+    if sd is None:
+        pytest.skip("shared data directory not available")
+    path = sd / "reference" / "auto_lirpa" / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"{path} missing")
+    return sd / "benchmarks" / name, json.loads(path.read_text())["records"]
+
+
+def _load(bench_dir, rel, cache):
+    if rel not in cache:
+        from nncert.engine.onnx_import import load_onnx
+        cache[rel] = load_onnx(bench_dir / rel)
+    return cache[rel]
+
+
+@pytest.mark.parametrize("name", ["acasxu", "mnist_fc"])
+def test_at_least_as_tight_as_auto_lirpa(crown, name):
+    bench, recs = _records(name)
+    nets, worst_loose, best_tight = {}, -math.inf, -math.inf
+    for r in recs:
+        net = _load(bench, r["onnx"], nets)
+        lo = torch.tensor([r["lower_in"]], dtype=F64)
+        hi = torch.tensor([r["upper_in"]], dtype=F64)
+        ours_lo, ours_hi = crown.bounds(net, lo, hi)
+        ref_lo = torch.tensor(r["CROWN"]["lower"], dtype=F64)
+        ref_hi = torch.tensor(r["CROWN"]["upper"], dtype=F64)
+        tl, th = 1e-4 * (1 + ref_lo.abs()), 1e-4 * (1 + ref_hi.abs())
+        assert (ours_lo[0] >= ref_lo - tl).all(), (r["onnx"], r["vnnlib"], (ref_lo - ours_lo[0]).max().item())
+        assert (ours_hi[0] <= ref_hi + th).all(), (r["onnx"], r["vnnlib"], (ours_hi[0] - ref_hi).max().item())
+        worst_loose = max(worst_loose, ((ref_lo - ours_lo[0]) / (1 + ref_lo.abs())).max().item(),
+                          ((ours_hi[0] - ref_hi) / (1 + ref_hi.abs())).max().item())
+        best_tight = max(best_tight, ((ours_lo[0] - ref_lo) / (1 + ref_lo.abs())).max().item(),
+                         ((ref_hi - ours_hi[0]) / (1 + ref_hi.abs())).max().item())
+    print(f"{name}: {len(recs)} records; max relative looseness {worst_loose:.2e}, "
+          f"max relative tightness gain {best_tight:.2e} (reference rounded to float32)")
+    # Same relaxations and intermediate-bound rule as auto_LiRPA: no record may be much tighter either.
+    assert best_tight < 1e-4
+
+
+@pytest.mark.parametrize("name", ["acasxu", "mnist_fc"])
+def test_sound_by_sampling_on_reference_boxes(crown, name):
+    bench, recs = _records(name)
+    nets = {}
+    for i, r in enumerate(recs[::15]):
+        net = _load(bench, r["onnx"], nets).to(F64)
+        lo = torch.tensor(r["lower_in"], dtype=F64)
+        hi = torch.tensor(r["upper_in"], dtype=F64)
+        blo, bhi = crown.bounds(net, lo[None], hi[None])
+        x = box_samples(lo, hi, 2000, seed=i)
+        y = net.forward_flat(x)
+        assert (y >= blo).all() and (y <= bhi).all()
+
+
+def _generic_and_fast_agree(crown, net, lo, hi, C=None):
+    a = crown.bounds(net, lo, hi, C)
+    b = crown.bounds(net, lo, hi, C, mlp_fast_path=False)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-9)
+
+
+def test_generic_path_equals_mlp_path_on_benchmarks(crown):
+    for name in ("acasxu", "mnist_fc"):
+        bench, recs = _records(name)
+        nets = {}
+        for r in recs[::40]:
+            net = _load(bench, r["onnx"], nets)
+            _generic_and_fast_agree(crown, net, torch.tensor([r["lower_in"]], dtype=F64),
+                                    torch.tensor([r["upper_in"]], dtype=F64))
+
+
+def _extra_nets():
+    torch.manual_seed(5)
+    pool = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.LeakyReLU(0.2), nn.MaxPool2d(3, stride=2, padding=1),
+                         nn.Flatten(), nn.Linear(3 * 4 * 4, 4)).eval()
+    res = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), Residual(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))),
+                        nn.Tanh(), Residual(nn.Sequential(nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 8))),
+                        nn.Linear(8, 3)).eval()
+    return {"maxpool_overlap": from_torch(pool, (2, 7, 7)), "residual_mlp": from_torch(res, (6,))}
+
+
+ALL_NETS = {**{k: (lambda s, f=f: f(s)) for k, f in NETS.items()}, **{k: (lambda s, n=n: n) for k, n in _extra_nets().items()}}
+
+
+@pytest.mark.parametrize("kind", sorted(ALL_NETS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sound_by_sampling_random_networks(crown, kind, seed):
+    net = ALL_NETS[kind](seed).to(F64)
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.randn(net.n_inputs, generator=g, dtype=F64)
+    eps = 0.1 + 0.3 * seed
+    C = torch.randn(3, net.n_outputs, generator=g, dtype=F64)
+    lo, hi = crown.bounds(net, (centre - eps)[None], (centre + eps)[None])
+    clo, chi = crown.bounds(net, (centre - eps)[None], (centre + eps)[None], C)
+    x = box_samples(centre - eps, centre + eps, 3000, seed)
+    y = net.forward_flat(x)
+    assert (y >= lo).all() and (y <= hi).all()
+    cy = y @ C.T
+    assert (cy >= clo).all() and (cy <= chi).all()
+    # CROWN is at least as tight as IBP on these small networks' raw outputs, on average
+    ilo, ihi = get_registry().domain("ibp").bounds(net, (centre - eps)[None], (centre + eps)[None])
+    assert (hi - lo).sum() <= (ihi - ilo).sum() * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("kind", ["mlp_relu", "mlp_tanh", "cnn", "residual_mlp"])
+def test_sound_by_sampling_l2_ball(crown, kind):
+    net = ALL_NETS[kind](0).to(F64)
+    g = torch.Generator().manual_seed(3)
+    centre = torch.randn(2, net.n_inputs, generator=g, dtype=F64)
+    eps = torch.tensor([0.2, 0.5], dtype=F64)
+    lo, hi = crown.bounds_l2(net, centre, eps)
+    for b in range(2):
+        d = torch.randn(3000, net.n_inputs, generator=g, dtype=F64)
+        d = d / d.norm(dim=1, keepdim=True) * eps[b] * torch.rand(3000, 1, generator=g, dtype=F64) ** (1 / net.n_inputs)
+        d[:500] = d[:500] / d[:500].norm(dim=1, keepdim=True) * eps[b]          # points on the sphere
+        y = net.forward_flat(centre[b] + d)
+        assert (y >= lo[b]).all() and (y <= hi[b]).all()
+    # an l2 ball lies inside its bounding box: its bounds are no looser than the box's
+    blo, bhi = crown.bounds(net, centre - eps[:, None], centre + eps[:, None])
+    assert ((hi - lo) <= (bhi - blo) + 1e-9).all()
+
+
+def test_batched_equals_single_and_C_forms(crown):
+    net = NETS["cnn"](2).to(F64)
+    lo = torch.randn(4, net.n_inputs, dtype=F64)
+    hi = lo + 0.2 * torch.rand(4, net.n_inputs, dtype=F64)
+    C = torch.randn(4, 2, net.n_outputs, dtype=F64)
+    blo, bhi = crown.bounds(net, lo, hi, C)
+    for i in range(4):
+        slo, shi = crown.bounds(net, lo[i:i + 1], hi[i:i + 1], C[i])
+        torch.testing.assert_close(slo[0], blo[i], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(shi[0], bhi[i], rtol=1e-9, atol=1e-9)
+
+
+def _grid(l, u, n=2001):
+    t = torch.linspace(0, 1, n, dtype=F64)
+    return l[:, None] + (u - l)[:, None] * t
+
+
+@pytest.mark.parametrize("fn,relax", [(torch.sigmoid, sigmoid_relax), (torch.tanh, tanh_relax)])
+def test_s_shaped_relaxations_sound(fn, relax):
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(300, generator=g, dtype=F64) * 4
+    w = torch.rand(300, generator=g, dtype=F64) ** 3 * 20
+    w[:20] = 0                                      # l = u
+    w[20:40] = 1e4                                  # very wide ranges
+    c[40:60] = 1e3                                  # far in the saturated tail
+    l, u = c - w / 2, c + w / 2
+    al, cl, au, cu = relax(l, u)
+    z = _grid(l, u)
+    y = fn(z)
+    assert (al[:, None] * z + cl[:, None] <= y).all()
+    assert (au[:, None] * z + cu[:, None] >= y).all()
+
+
+def test_leaky_relu_relaxation_sound():
+    l = torch.randn(500, dtype=F64) * 2
+    u = l + torch.rand(500, dtype=F64) * 4
+    for alpha in (0.0, 0.1, 1.0):
+        al, cl, au, cu = leaky_relu_relax(l, u, alpha)
+        z = _grid(l, u)
+        y = torch.nn.functional.leaky_relu(z, alpha)
+        assert (al[:, None] * z + cl[:, None] <= y + 1e-12).all()
+        assert (au[:, None] * z + cu[:, None] >= y - 1e-12).all()
+
+
+def test_bad_input(crown):
+    net = NETS["mlp_relu"](0)
+    lo = torch.zeros(1, net.n_inputs, dtype=F64)
+    with pytest.raises(BadInput):
+        crown.bounds(net, lo, lo + 1, torch.ones(2, net.n_outputs + 1, dtype=F64))
+    with pytest.raises(BadInput):
+        crown.bounds(net, lo + 1, lo)
+    with pytest.raises(BadInput):
+        crown.bounds_l2(net, lo, -1.0)
+
+
+# ---------------------------------------------------------------------------------------------- parity
+
+def _mlp(sizes, seed):
+    g = torch.Generator().manual_seed(seed)
+    Ws = [torch.randn(sizes[i + 1], sizes[i], generator=g, dtype=F64) / math.sqrt(sizes[i]) for i in range(len(sizes) - 1)]
+    bs = [torch.randn(sizes[i + 1], generator=g, dtype=F64) * 0.1 for i in range(len(sizes) - 1)]
+    return Ws, bs
+
+
+def _native_or_skip():
+    if not (kernels.native_available() and hasattr(kernels._C, "lb_crown_mlp")):
+        pytest.skip("native extension without linear_bounds kernels")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("sizes", [(5, 50, 50, 50, 5), (30, 16, 5), (7, 3), (20, 40, 40, 40, 40, 10)])
+def test_native_crown_mlp_parity(monkeypatch, dtype, sizes):
+    _native_or_skip()
+    Ws, bs = _mlp(sizes, len(sizes))
+    B = 6
+    lo = torch.randn(B, sizes[0], dtype=dtype)
+    hi = lo + torch.rand(B, sizes[0], dtype=dtype) * torch.tensor([0.01, 0.1, 0.5, 1, 3, 10], dtype=dtype)[:, None]
+    C = torch.randn(B, 4, sizes[-1], dtype=dtype)
+    ref = lb.crown_mlp_torch(lo, hi, [W.to(dtype) for W in Ws], [b.to(dtype) for b in bs], C)
+    monkeypatch.setenv("NNCERT_KERNELS", "native")
+    nat = lb.crown_mlp(lo, hi, Ws, bs, C)
+    tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-3, atol=2e-3)
+    for a, b in zip(ref, nat):
+        torch.testing.assert_close(b, a, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_native_step_and_concretize_parity(monkeypatch, dtype):
+    _native_or_skip()
+    g = torch.Generator().manual_seed(1)
+    B, R, n, k = 3, 9, 13, 7
+    Lam = torch.randn(B, R, n, generator=g, dtype=F64).to(dtype)
+    W = torch.randn(n, k, generator=g, dtype=F64).to(dtype)
+    b = torch.randn(n, generator=g, dtype=F64).to(dtype)
+    l = torch.randn(B, n, generator=g, dtype=F64).to(dtype)
+    u = l + torch.rand(B, n, generator=g, dtype=F64).to(dtype) * 2
+    al, au, cu = lb.relu_relax(l, u)
+    bias = torch.randn(B, R, generator=g, dtype=F64).to(dtype)
+    ref = lb.backward_relu_linear_torch(Lam, W, b, al, au, cu, bias)
+    lo = torch.randn(B, k, generator=g, dtype=F64).to(dtype)
+    hi = lo + 1
+    cref = lb.concretize_box_torch(ref[0], ref[1], lo, hi)
+    monkeypatch.setenv("NNCERT_KERNELS", "native")
+    nat = lb.backward_relu_linear(Lam, W, b, al, au, cu, bias)
+    cnat = lb.concretize_box(nat[0], nat[1], lo, hi)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    for a, c in zip(ref + (cref,), nat + (cnat,)):
+        torch.testing.assert_close(c, a, **tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_crown_mlp_parity(dtype):
+    if not kernels.cuda_built():
+        pytest.skip("extension built without CUDA")
+    Ws, bs = _mlp((5, 50, 50, 50, 5), 0)
+    B = 64
+    lo = torch.randn(B, 5, dtype=dtype)
+    hi = lo + torch.rand(B, 5, dtype=dtype)
+    C = torch.randn(B, 3, 5, dtype=dtype)
+    ref = lb.crown_mlp_torch(lo, hi, [W.to(dtype) for W in Ws], [b.to(dtype) for b in bs], C)
+    dev = torch.device("cuda")
+    got = lb.crown_mlp(lo.to(dev), hi.to(dev), [W.to(dev) for W in Ws], [b.to(dev) for b in bs], C.to(dev))
+    torch.cuda.synchronize()
+    tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-3, atol=2e-3)
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(b.cpu(), a, **tol)
+    # single fused step and concretisation
+    Lam = torch.randn(4, 6, 50, dtype=dtype)
+    l = torch.randn(4, 50, dtype=dtype)
+    al, au, cu = lb.relu_relax(l, l + 1)
+    bias = torch.zeros(4, 6, dtype=dtype)
+    W = Ws[1].to(dtype)
+    r1 = lb.backward_relu_linear_torch(Lam, W, bs[1].to(dtype), al, au, cu, bias)
+    g1 = lb.backward_relu_linear(*(t.to(dev) for t in (Lam, W, bs[1].to(dtype), al, au, cu, bias)))
+    torch.cuda.synchronize()
+    for a, b in zip(r1, g1):
+        torch.testing.assert_close(b.cpu(), a, **tol)
