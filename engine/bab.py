@@ -1,7 +1,8 @@
 """Input-splitting branch and bound for low-dimensional inputs (e.g. ACAS Xu's 5).
 
-Sub-boxes are bounded in large batches with a sound domain; a sub-box is closed when every disjunct of the
-unsafe set has a row whose upper bound of C @ y + d is < 0 there. Open sub-boxes are split in half along the
+Sub-boxes are bounded in large batches with a chain of sound domains, cheapest first (each later domain only sees
+the boxes the earlier ones left open); a sub-box is closed when every disjunct of the unsafe set has a row whose
+upper bound of C @ y + d is < 0 there. Open sub-boxes are split in half along the
 input with the largest "smear" width_i * sum_rows |d(C_row y)/dx_i| at the sub-box centre, and their centres are
 tried as counterexamples (re-checked on the real model before `sat`). `unsat` requires every sub-box closed.
 """
@@ -41,7 +42,21 @@ def _smear_split(net, lo, hi, C, open_rows):
     return score.argmax(1)
 
 
-def bab_case(domain, net, spec: Spec, case: Case, deadline: float, recheck, batch: int = 2048,
+def _refuted(domains, net, lo, hi, C, d, owner, n_dj):
+    """[B, n_dj] bool: disjunct proven empty on each box, trying the domains in order on the still-open boxes."""
+    refuted = torch.zeros(lo.shape[0], n_dj, dtype=torch.bool)
+    idx = torch.arange(lo.shape[0])
+    for dom in domains:
+        if not len(idx):
+            break
+        _, ub = dom.bounds(net, lo[idx], hi[idx], C)
+        rows = (ub + d) < 0                                                          # [b, m]
+        refuted[idx] |= torch.stack([rows[:, owner == k].any(1) for k in range(n_dj)], 1)
+        idx = idx[~refuted[idx].all(1)]
+    return refuted
+
+
+def bab_case(domains, net, spec: Spec, case: Case, deadline: float, recheck, batch: int = 2048,
              max_boxes: int = 2_000_000) -> BabOutcome:
     box = case.input_set.bounding_box()
     C = torch.cat([dj.C for dj in case.disjuncts])
@@ -62,9 +77,7 @@ def bab_case(domain, net, spec: Spec, case: Case, deadline: float, recheck, batc
             los, his, depths = [], [], []
         out.boxes += lo.shape[0]
         out.max_depth = max(out.max_depth, int(dep.max()))
-        _, ub = domain.bounds(net, lo, hi, C)
-        refuted_row = (ub + d) < 0                                                  # [B, m]
-        refuted_dj = torch.stack([refuted_row[:, owner == k].any(1) for k in range(n_dj)], 1)  # [B, n_dj]
+        refuted_dj = _refuted(domains, net, lo, hi, C, d, owner, n_dj)
         open_box = ~refuted_dj.all(1)
         if not bool(open_box.any()):
             continue
@@ -94,12 +107,12 @@ def bab_case(domain, net, spec: Spec, case: Case, deadline: float, recheck, batc
     return out
 
 
-def input_split_bab(domain, network, spec: Spec, deadline: float, recheck, batch: int = 2048) -> BabOutcome:
+def input_split_bab(domains, network, spec: Spec, deadline: float, recheck, batch: int = 2048) -> BabOutcome:
     """Run branch and bound over every case; unsat only if every case closes."""
     net = network.to(torch.float64)
     total = BabOutcome("unsat")
     for case in spec.cases:
-        o = bab_case(domain, net, spec, case, deadline, recheck, batch)
+        o = bab_case(domains, net, spec, case, deadline, recheck, batch)
         total.boxes += o.boxes
         total.max_depth = max(total.max_depth, o.max_depth)
         if o.verdict != "unsat":

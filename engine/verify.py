@@ -173,12 +173,12 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
         from .bab import input_split_bab
         if timeout is None:
             deadline = t0 + DEFAULT_BAB_SECONDS
-        out = input_split_bab(domains[-1], network, spec, deadline, lambda x: recheck(network, spec, x))
+        out = input_split_bab(domains, network, spec, deadline, lambda x: recheck(network, spec, x))
         if out.verdict in ("sat", "unsat"):
-            return done(Verdict(out.verdict), f"bab+{domains[-1].name}", out.counterexample, boxes=out.boxes,
+            return done(Verdict(out.verdict), "bab+" + "+".join(names), out.counterexample, boxes=out.boxes,
                         depth=out.max_depth)
         return done(Verdict.TIMEOUT if out.verdict == "timeout" and timeout is not None else Verdict.UNKNOWN,
-                    f"bab+{domains[-1].name}", boxes=out.boxes, depth=out.max_depth)
+                    "bab+" + "+".join(names), boxes=out.boxes, depth=out.max_depth)
     return done(Verdict.TIMEOUT if time.perf_counter() > deadline else Verdict.UNKNOWN, None)
 
 
