@@ -25,9 +25,10 @@ Layers by Gram Iteration", ICML 2023). Proof of `gram_bound`, with u = 2^-53 and
 Looseness: at most rank^(1 / 2^(T+1)) in exact arithmetic, far less when sigma_1 is separated (T = 6: <= 0.5 %
 on 1000 Gaussian 64x64 matrices, see benchmarks/bench_spectral.py).
 
-Conv layers (`conv2d_bound`): a zero-padded, strided, dilated, grouped conv2d equals S R C P where P embeds the
+Conv layers (`conv2d_bound`): a zero-padded, dilated, grouped stride-1 conv2d equals R C P where P embeds the
 input into the padded grid (isometry), C is the circular convolution on that grid with the dense (dilation and
-groups expanded) kernel, R restricts to valid positions and S subsamples by the stride (both norm <= 1). So
+groups expanded) kernel and R restricts to valid positions (norm <= 1); strides are first removed exactly by the
+polyphase rewrite (see `conv2d_bound`). So
 ||conv|| <= ||C|| = max over the grid's frequencies w of sigma_1(K̂(w)) (Sedghi, Gupta, Long, "The Singular
 Values of Convolutional Layers", ICLR 2019), each certified with `gram_bound` on the real 2Cout x 2Cin
 embedding [[Re, -Im], [Im, Re]] (same singular values). K̂ is summed directly from cos/sin with exact integer
@@ -36,6 +37,7 @@ phase reduction; its entrywise error is <= (gamma_{kh kw + 1} + 1e-13) sum_pq |K
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,7 @@ import torch.nn.functional as F
 from . import _C, use_native
 
 U = 2.0 ** -53
+NATIVE_MAX_N = 128   # Gram side up to which gram_bound prefers the native CPU kernel
 STEP = 1.0 + 32 * U
 
 
@@ -75,7 +78,7 @@ def power_iteration(A: torch.Tensor, iters: int = 20, v0: torch.Tensor | None = 
             v = v.contiguous()
             sig = torch.empty(Ad.shape[0], dtype=torch.float64)
             _C.spectral_power_f64(Ac.data_ptr(), v.data_ptr(), sig.data_ptr(), Ad.shape[0], Ad.shape[1], Ad.shape[2],
-                                  int(iters))
+                                  int(iters), torch.get_num_threads())
         else:
             for _ in range(iters):
                 u = torch.bmm(Ad, v.unsqueeze(2))
@@ -171,7 +174,9 @@ def gram_bound(A: torch.Tensor, iters: int = 6) -> torch.Tensor:
     if A.dim() != 3:
         raise ValueError(f"gram_bound wants [B, m, n] matrices, got shape {tuple(A.shape)}")
     A = A.detach()
-    if use_native(A) and A.numel() > 0:
+    # the native kernels win on batches of small matrices; large ones go to torch's BLAS (same proof)
+    if use_native(A) and A.numel() > 0 and (min(A.shape[1], A.shape[2]) <= NATIVE_MAX_N or A.device.type == "cuda"
+                                            or os.environ.get("NNCERT_KERNELS", "").lower() == "native"):
         out = _gram_bound_native(A, iters)
         if out is not None:
             return out[0] if single else out
@@ -189,7 +194,7 @@ def _gram_bound_native(A: torch.Tensor, iters: int):
     if A.device.type == "cpu":
         if not hasattr(_C, "spectral_gram_bound_f64"):
             return None
-        _C.spectral_gram_bound_f64(A64.data_ptr(), out.data_ptr(), B, m, n, int(iters))
+        _C.spectral_gram_bound_f64(A64.data_ptr(), out.data_ptr(), B, m, n, int(iters), torch.get_num_threads())
         return out
     if not hasattr(_C, "spectral_gram_bound_f64_cuda"):
         return None
@@ -214,15 +219,40 @@ def dense_conv_kernel(W: torch.Tensor, dilation=(1, 1), groups: int = 1) -> torc
     return K
 
 
+def polyphase_kernel(K: torch.Tensor, stride) -> torch.Tensor:
+    """Stride-1 kernel [Cout, Cin sh sw, ceil(kh/sh), ceil(kw/sw)] of the polyphase form of a strided conv:
+    y = sum_ab conv_1(X_ab, K[:, :, a::sh, b::sw]) with X_ab[c, r, s] = x[c, sh r + a, sw s + b]."""
+    sh, sw = stride
+    Cout, Cin, kh, kw = K.shape
+    k1, k2 = -(-kh // sh), -(-kw // sw)
+    Kp = torch.zeros(Cout, Cin * sh * sw, k1, k2, dtype=K.dtype)
+    for a in range(sh):
+        for b in range(sw):
+            blk = K[:, :, a::sh, b::sw]
+            c0 = (a * sw + b) * Cin
+            Kp[:, c0:c0 + Cin, :blk.shape[2], :blk.shape[3]] = blk
+    return Kp
+
+
 def conv2d_bound(W: torch.Tensor, in_shape, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1,
                  iters: int = 6) -> float:
     """Certified upper bound on the l2 operator norm of the bias-free conv2d (IR attributes) on inputs of shape
-    in_shape = (C, H, W), by the circular embedding of the module docstring. Returns a float."""
+    in_shape = (C, H, W). Returns a float.
+
+    Proof: the conv is S R C P (module docstring). A stride (sh, sw) > 1 is first rewritten exactly in polyphase
+    form: zero-extend the padded input to multiples of the stride (isometry), split it into the sh sw phases
+    X_ab (a permutation), and the strided conv becomes a stride-1 valid conv with Cin sh sw channels and kernel
+    `polyphase_kernel` on the ceil(Hp/sh) x ceil(Wp/sw) grid, where no valid output wraps around; its norm is
+    bounded by the circulant's max_w sigma_1(K̂(w)) (each certified by Gram iteration, DFT error added)."""
     K = dense_conv_kernel(W.detach().cpu(), dilation, groups)
-    Cout, Cin, kh, kw = K.shape
     _, H, Wd = in_shape
-    N1, N2 = H + pads[0] + pads[2], Wd + pads[1] + pads[3]
-    N1, N2 = max(N1, kh), max(N2, kw)
+    Hp, Wp = H + pads[0] + pads[2], Wd + pads[1] + pads[3]
+    sh, sw = stride
+    if (sh, sw) != (1, 1):
+        K = polyphase_kernel(K, stride)
+        Hp, Wp = -(-Hp // sh), -(-Wp // sw)
+    Cout, Cin, kh, kw = K.shape
+    N1, N2 = max(Hp, kh), max(Wp, kw)
     u = torch.arange(N1).reshape(N1, 1, 1, 1)
     v = torch.arange(N2).reshape(1, N2, 1, 1)
     p = torch.arange(kh).reshape(1, 1, kh, 1)
