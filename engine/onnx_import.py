@@ -3,8 +3,9 @@
 `load_onnx(path)` maps ONNX nodes onto the canonical IR ops; every op or op variant it cannot map exactly raises
 `UnsupportedOp` naming the op, the node and the file, and every malformed model raises `BadInput` (one line,
 naming the file). Nothing is approximated: the IR computes the same function as the ONNX graph in exact
-arithmetic (weights are kept as float32, as stored; derived constants such as 1/c or BatchNorm's
-scale/sqrt(var+eps) are computed in float64 and rounded once).
+arithmetic (weights are kept as stored; derived constants such as 1/c, BatchNorm's scale/sqrt(var+eps) or
+merged biases are computed in float64 and kept in float64 unless float32 holds them exactly, so that float64
+bounds are bounds of the stored model).
 
 Conventions
 - The first dimension of the (single) graph input is the batch axis; it may be fixed (usually 1) or symbolic.
@@ -36,6 +37,13 @@ from .ir import Network, Node, apply_op
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "float64",
                 onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
+
+
+def exact_param(v) -> torch.Tensor:
+    """A parameter tensor: float32 when float32 holds the value exactly, else float64 (never rounded)."""
+    a = np.asarray(v, dtype=np.float64)
+    f = a.astype(np.float32)
+    return torch.from_numpy(f.copy()) if np.array_equal(f.astype(np.float64), a) else torch.from_numpy(a.copy())
 
 
 def _one_line(e: BaseException | str) -> str:
@@ -97,7 +105,7 @@ class _Importer:
 
     def emit(self, n: onnx.NodeProto, op: str, inputs: list[str], params: dict | None = None,
              attrs: dict | None = None, base: str | None = None) -> str:
-        params = {k: torch.as_tensor(np.asarray(v, dtype=np.float64)).float() for k, v in (params or {}).items()}
+        params = {k: exact_param(v) for k, v in (params or {}).items()}
         node = Node(self.fresh(base or n.output[0]), op, list(inputs), params, dict(attrs or {}))
         for k, v in node.params.items():
             if not torch.isfinite(v).all():
@@ -677,7 +685,7 @@ class _Importer:
         if node.op == "affine":  # x * scale followed by + c: the same computation as one affine node
             if "shift" in node.params or np.broadcast_shapes(c.shape, node.shape) != node.shape:
                 return False
-            node.params["shift"] = torch.as_tensor(c).float()
+            node.params["shift"] = exact_param(c)
             return True
         if node.op == "linear":
             out = node.shape[-1]
@@ -693,7 +701,7 @@ class _Importer:
             return False
         b = node.params.get("b")
         new = (b.double().numpy() if b is not None else 0.0) + cc
-        node.params["b"] = torch.as_tensor(np.asarray(new, dtype=np.float64)).float()
+        node.params["b"] = exact_param(new)
         return True
 
     def _arith(self, n, kind: str):

@@ -40,7 +40,7 @@ class _Builder:
     def add(self, op, inputs, params=None, attrs=None) -> str:
         name = f"n{len(self.nodes)}_{op}"
         self.nodes.append(Node(name, op, list(inputs),
-                               {k: v.detach().clone().float() for k, v in (params or {}).items()}, attrs or {}))
+                               {k: v.detach().clone() for k, v in (params or {}).items()}, attrs or {}))
         return name
 
     def module(self, m: nn.Module, x: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
@@ -75,8 +75,10 @@ class _Builder:
             y = m(torch.zeros((1, *shape)))
             return self.add("reshape", [x], attrs={"shape": tuple(y.shape[1:])}), tuple(y.shape[1:])
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            scale = m.weight.detach() / torch.sqrt(m.running_var + m.eps) if m.affine else 1 / torch.sqrt(m.running_var + m.eps)
-            shift = (m.bias.detach() if m.affine else 0) - m.running_mean * scale
+            # derived in float64 (kept: the IR then computes the module's function without an extra rounding)
+            var, mean = m.running_var.double(), m.running_mean.double()
+            scale = 1 / torch.sqrt(var + m.eps) * (m.weight.detach().double() if m.affine else 1)
+            shift = (m.bias.detach().double() if m.affine else 0) - mean * scale
             view = (-1,) + (1,) * (len(shape) - 1)
             out = self.add("affine", [x], {"scale": scale.reshape(view), "shift": shift.reshape(view)})
         elif isinstance(m, (nn.AvgPool2d, nn.MaxPool2d)):
