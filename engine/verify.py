@@ -19,7 +19,7 @@ from .spec import Box, Case, Spec
 # the cheap domains run first under --domain auto
 AUTO_ORDER = ("ibp", "crown")
 BAB_MAX_INPUTS = 16          # input splitting only pays in low dimension
-DEFAULT_BAB_SECONDS = 60.0   # branch-and-bound budget when verify() is given no timeout
+DEFAULT_BAB_SECONDS = 60.0   # complete-search budget when verify() is given no timeout
 
 
 def check_compatible(network, spec: Spec) -> None:
@@ -133,8 +133,9 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
            attack: bool = True, bab: bool = True) -> Result:
     """Decide the spec on the network with the named domain (or "auto": cheap sound domains first).
 
-    Stages, each skipped once the time budget is spent: sampling attack; one bounding pass per domain; PGD;
-    input-splitting branch and bound (inputs of dimension <= BAB_MAX_INPUTS) with the last domain.
+    Stages, each skipped once the time budget is spent: sampling attack; one bounding pass per domain; PGD; then
+    complete search: input-splitting branch and bound (inputs of dimension <= BAB_MAX_INPUTS) or, above that, MILP
+    for ReLU MLPs (engine.milp). Without a timeout the complete search gets DEFAULT_BAB_SECONDS.
     """
     from .registry import get_registry
     reg = registry or get_registry()
@@ -169,6 +170,12 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
                 cex = recheck(network, spec, cand)
                 if cex is not None:
                     return done(Verdict.SAT, "pgd", cex)
+    if bab and network.n_inputs > BAB_MAX_INPUTS and time.perf_counter() < deadline:
+        from .milp import milp_verify
+        v, cex, st = milp_verify(network, spec, deadline if timeout is not None else t0 + DEFAULT_BAB_SECONDS,
+                                 attack=False)
+        if v in ("sat", "unsat"):
+            return done(Verdict(v), "milp", cex, **{k: st[k] for k in ("milps", "binaries", "lps") if k in st})
     if bab and network.n_inputs <= BAB_MAX_INPUTS and time.perf_counter() < deadline:
         from .bab import input_split_bab
         if timeout is None:

@@ -1,0 +1,257 @@
+"""MILP complete verification (engine/milp.py) against exact oracles and ground truth.
+
+Oracle: the exact maximum of min_r (C_r y + d_r) over a box, by enumerating every activation pattern of the
+neurons that interval arithmetic leaves unstable and solving one LP per pattern (scipy's linprog; a formulation
+independent of the big-M encoding under test).
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import time
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linprog
+from torch import nn
+
+from nncert.engine.data import shared_dir
+from nncert.engine.milp import MARGIN_REL, mlp_chain, milp_verify, preactivation_bounds
+from nncert.engine.spec import Box, Case, Disjunct, Spec
+from nncert.engine.torch_import import from_torch
+
+torch.set_num_threads(1)
+
+
+def _mlp(sizes, seed):
+    torch.manual_seed(seed)
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return from_torch(nn.Sequential(*layers).eval(), (sizes[0],))
+
+
+def _ibp_unstable(layers, lo, hi):
+    """Interval bounds of each pre-activation (plain numpy, independent of engine code)."""
+    out, hl, hu = [], lo, hi
+    for W, b in layers[:-1]:
+        Wp, Wn = np.clip(W, 0, None), np.clip(W, None, 0)
+        l, u = Wp @ hl + Wn @ hu + b, Wp @ hu + Wn @ hl + b
+        out.append((l, u))
+        hl, hu = np.clip(l, 0, None), np.clip(u, 0, None)
+    return out
+
+
+def exact_max(layers, lo, hi, C, d, max_unstable=8):
+    """max over the box of min_r (C y + d)_r, exactly (LP per activation pattern); None if too many patterns."""
+    ib = _ibp_unstable(layers, lo, hi)
+    unstable = [(k, j) for k, (l, u) in enumerate(ib) for j in range(len(l)) if l[j] < 0 < u[j]]
+    if len(unstable) > max_unstable:
+        return None
+    n = len(lo)
+    best = -np.inf
+    for bits in itertools.product((0, 1), repeat=len(unstable)):
+        pat = dict(zip(unstable, bits))
+        P, q = np.eye(n), np.zeros(n)          # h = P x + q
+        A_ub, b_ub = [], []
+        for k, (l, u) in enumerate(ib):
+            W, b = layers[k]
+            Zp, zq = W @ P, W @ q + b
+            act = np.array([1.0 if l[j] >= 0 else 0.0 if u[j] <= 0 else float(pat[(k, j)]) for j in range(len(l))])
+            for j in range(len(l)):
+                if (k, j) in pat:               # active: z >= 0 ; inactive: z <= 0
+                    s = 1.0 if pat[(k, j)] else -1.0
+                    A_ub.append(np.r_[-s * Zp[j], 0.0])
+                    b_ub.append(s * zq[j])
+            P, q = Zp * act[:, None], zq * act
+        WL, bL = layers[-1]
+        Y, yq = C @ WL @ P, C @ (WL @ q + bL) + d
+        for r in range(len(d)):                # t <= Y_r x + yq_r
+            A_ub.append(np.r_[-Y[r], 1.0])
+            b_ub.append(yq[r])
+        res = linprog(np.r_[np.zeros(n), -1.0], A_ub=np.array(A_ub), b_ub=np.array(b_ub),
+                      bounds=[(lo[i], hi[i]) for i in range(n)] + [(None, None)], method="highs")
+        if res.status == 0:
+            best = max(best, -res.fun)
+    return best
+
+
+def _case(rng, net, width):
+    centre = rng.uniform(-1, 1, net.n_inputs)
+    lo, hi = centre - width, centre + width
+    m = int(rng.integers(1, 3))
+    C = rng.normal(size=(m, net.n_outputs))
+    return lo, hi, C
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_verdict_agrees_with_exact_enumeration(seed):
+    rng = np.random.default_rng(seed)
+    net = _mlp((4, 12, 12, 3), seed)
+    layers = mlp_chain(net)
+    for width in (0.3, 0.15, 0.05, 0.02):
+        lo, hi, C = _case(rng, net, width)
+        opt0 = exact_max(layers, lo, hi, C, np.zeros(len(C)))
+        if opt0 is not None:
+            break
+    assert opt0 is not None
+    # shift every row by s: the exact optimum becomes opt0 + s (sat for s > 0, unsat for s < 0)
+    for delta in (-0.05, 0.05, -1e-3, 1e-3):
+        d = np.full(len(C), delta - opt0)
+        spec = Spec([Case(Box(lo, hi), [Disjunct(C, d)])], net.n_inputs, net.n_outputs)
+        # attack=False: the sat verdicts must come from the MILP itself
+        verdict, cex, st = milp_verify(net, spec, time.perf_counter() + 20, attack=False, tighten=seed % 2 == 0)
+        assert verdict == ("sat" if delta > 0 else "unsat"), (delta, opt0, st)
+        if verdict == "sat":
+            x = torch.tensor(cex["x"], dtype=torch.float64)
+            assert bool(Box(lo, hi).contains(x[None])[0])
+            y = net.to(torch.float32)(x[None].float()).double()[0]
+            assert float((C @ y.numpy() + d).min()) >= 0
+
+
+def test_two_disjuncts_unsat_only_when_both_refuted():
+    rng = np.random.default_rng(7)
+    net = _mlp((4, 10, 10, 3), 3)
+    layers = mlp_chain(net)
+    lo, hi = rng.uniform(-1, 0, 4), None
+    hi = lo + 0.2
+    C1, C2 = np.array([[1.0, -1.0, 0.0]]), np.array([[0.0, 1.0, -1.0], [1.0, 0.0, -1.0]])
+    m1 = exact_max(layers, lo, hi, C1, np.zeros(1))
+    m2 = exact_max(layers, lo, hi, C2, np.zeros(2))
+    for s1, s2, want in ((-0.02, -0.02, "unsat"), (-0.02, 0.02, "sat"), (0.02, -0.02, "sat")):
+        spec = Spec([Case(Box(lo, hi), [Disjunct(C1, np.full(1, s1 - m1)), Disjunct(C2, np.full(2, s2 - m2))])],
+                    4, 3)
+        verdict, _, _ = milp_verify(net, spec, time.perf_counter() + 20, attack=False)
+        assert verdict == want
+
+
+def test_preactivation_bounds_are_sound():
+    rng = np.random.default_rng(1)
+    for seed in range(4):
+        net = _mlp((6, 16, 16, 16, 4), seed)
+        layers = mlp_chain(net)
+        lo = rng.uniform(-1, 1, 6)
+        hi = lo + rng.uniform(0, 0.5, 6)
+        for method in ("crown", "ibp"):
+            pre = preactivation_bounds(layers, lo, hi, method)
+            x = lo + rng.uniform(size=(4000, 6)) * (hi - lo)
+            h = x
+            for (W, b), (l, u) in zip(layers, pre):
+                z = h @ W.T + b
+                assert (z >= l - 1e-12).all() and (z <= u + 1e-12).all()
+                h = np.maximum(z, 0)
+
+
+def test_chain_folds_affine_and_reshape():
+    torch.manual_seed(0)
+    from nncert.engine.ir import Network, Node
+    W1, b1 = torch.randn(5, 4), torch.randn(5)
+    W2, b2 = torch.randn(3, 5), torch.randn(3)
+    nodes = [Node("r", "reshape", ["x"], attrs={"shape": (4,)}),
+             Node("a", "affine", ["r"], {"scale": torch.tensor([2.0, 1.0, 0.5, -1.0]), "shift": torch.tensor(0.3)}),
+             Node("l1", "linear", ["a"], {"W": W1, "b": b1}),
+             Node("s", "affine", ["l1"], {"scale": torch.rand(5) + 0.5}),
+             Node("h", "relu", ["s"]),
+             Node("l2", "linear", ["h"], {"W": W2, "b": b2})]
+    net = Network("x", (2, 2), nodes)
+    layers = mlp_chain(net)
+    assert len(layers) == 2
+    x = torch.randn(50, 4, dtype=torch.float64)
+    h = np.maximum(x.numpy() @ layers[0][0].T + layers[0][1], 0)
+    y = h @ layers[1][0].T + layers[1][1]
+    assert np.allclose(y, net.to(torch.float64).forward_flat(x).numpy(), atol=1e-10)
+
+
+def test_unsupported_network_and_deadline():
+    torch.manual_seed(0)
+    net = from_torch(nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 2)).eval(), (3,))
+    spec = Spec([Case(Box(np.zeros(3), np.ones(3)), [Disjunct(np.array([[1.0, -1.0]]), np.zeros(1))])], 3, 2)
+    t = time.perf_counter()
+    assert milp_verify(net, spec, t + 10)[0] == "unknown"
+    relu = _mlp((3, 8, 2), 0)
+    v, _, _ = milp_verify(relu, spec, time.perf_counter() - 1)
+    assert v in ("timeout", "unsat")        # unsat only if the bounds alone refute it (no solver run)
+    assert time.perf_counter() - t < 5
+    assert 0 < MARGIN_REL <= 1e-4
+
+
+def test_mnist_fc_never_contradicts_truth():
+    root = shared_dir()
+    if root is None:
+        pytest.skip("shared data (/work/shared) not found")
+    from nncert.engine.onnx_import import load_onnx
+    from nncert.engine.verify import _pad_outputs
+    from nncert.engine.verify import recheck as verify_recheck
+    from nncert.engine.vnnlib import read_vnnlib
+    bench = root / "benchmarks" / "mnist_fc"
+    rows = [r for r in csv.DictReader(open(bench / "truth.csv")) if "256x2" in r["onnx"]]
+    net = load_onnx(bench / rows[0]["onnx"])
+    solved = 0
+    for r in rows[:2] + rows[3:5]:
+        spec = _pad_outputs(read_vnnlib(bench / r["vnnlib"], n_inputs=net.n_inputs, n_outputs=net.n_outputs), net)
+        verdict, cex, _ = milp_verify(net, spec, time.perf_counter() + 10)
+        if verdict in ("sat", "unsat"):
+            solved += 1
+            assert verdict == r["answer"], r["vnnlib"]
+        if verdict == "sat":
+            assert verify_recheck(net, spec, torch.tensor([cex["x"]], dtype=torch.float64)) is not None
+    assert solved >= 2
+
+
+def test_lp_dual_bound_is_an_upper_bound_for_any_multipliers():
+    from scipy.sparse import csr_matrix
+
+    from nncert.engine.milp import lp_dual_bound
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        m, n = 6, 5
+        A = rng.normal(size=(m, n))
+        clo, chi = -rng.uniform(0.5, 2, n), rng.uniform(0.5, 2, n)
+        x0 = rng.uniform(clo, chi)
+        rlo = np.where(rng.uniform(size=m) < 0.5, -np.inf, A @ x0 - rng.uniform(0, 1, m))
+        rhi = np.where(np.isinf(rlo), A @ x0 + rng.uniform(0, 1, m), np.inf)
+        c = rng.normal(size=n)
+        A_ub = np.r_[A[np.isfinite(rhi)], -A[np.isfinite(rlo)]]
+        b_ub = np.r_[rhi[np.isfinite(rhi)], -rlo[np.isfinite(rlo)]]
+        res = linprog(-c, A_ub=A_ub, b_ub=b_ub, bounds=list(zip(clo, chi)), method="highs")
+        assert res.status == 0
+        opt = -res.fun
+        for y in (rng.normal(size=m), np.zeros(m), 10 * rng.normal(size=m)):
+            assert lp_dual_bound(c, y, csr_matrix(A), rlo, rhi, clo, chi) >= opt - 1e-12
+
+
+def test_lp_tightened_bounds_are_sound_and_tighter():
+    from nncert.engine.milp import tightened_bounds
+    rng = np.random.default_rng(5)
+    net = _mlp((5, 16, 16, 16, 3), 2)
+    layers = mlp_chain(net)
+    lo = rng.uniform(-1, 1, 5)
+    hi = lo + 0.6
+    pre = preactivation_bounds(layers, lo, hi, "crown")
+    tight, n_lp = tightened_bounds(layers, lo, hi, pre, time.perf_counter() + 30)
+    assert n_lp > 0
+    width = sum(float((u - l).sum()) for l, u in pre)
+    assert sum(float((u - l).sum()) for l, u in tight) < width
+    x = lo + rng.uniform(size=(20000, 5)) * (hi - lo)
+    x = np.r_[x, lo + rng.integers(0, 2, size=(32, 5)) * (hi - lo)]
+    h = x
+    for (W, b), (l, u) in zip(layers, tight):
+        z = h @ W.T + b
+        assert (z >= l).all() and (z <= u).all()
+        h = np.maximum(z, 0)
+
+
+def test_spec_naming_fewer_outputs_and_no_deadline():
+    net = _mlp((4, 12, 12, 3), 1)
+    layers = mlp_chain(net)
+    lo, hi = np.full(4, -0.1), np.full(4, 0.1)
+    C = np.array([[1.0, -1.0]])
+    opt = exact_max(layers, lo, hi, np.c_[C, np.zeros(1)], np.zeros(1), max_unstable=10)
+    assert opt is not None
+    for s, want in ((-0.05, "unsat"), (0.05, "sat")):
+        spec = Spec([Case(Box(lo, hi), [Disjunct(C, np.array([s - opt]))])], 4, 2)
+        for attack in (True, False):
+            assert milp_verify(net, spec, float("inf"), attack=attack)[0] == want
