@@ -18,7 +18,7 @@ import torch
 from nncert.engine.domain import Domain
 from nncert.engine.errors import BadInput
 from nncert.plugins.smoothing.model import as_classifier, check_inputs, num_classes, reshape_inputs, resolve_device
-from nncert.plugins.smoothing.sampling import count_classes, sample_generator
+from nncert.plugins.smoothing.sampling import count_classes, progress, sample_generator
 from nncert.plugins.smoothing.stats import clopper_pearson_lower
 
 from .transforms import Transform
@@ -96,13 +96,6 @@ def noise_fn(t: Transform, sigma, clip: bool):
     return fn
 
 
-def _progress(items, enabled):
-    if not enabled:
-        return items
-    from tqdm import tqdm
-    return tqdm(items, desc="certify", unit="sample")
-
-
 class SemanticSmoothing(Domain):
     """Transformation-dependent randomized smoothing against resolvable semantic transforms."""
 
@@ -146,7 +139,7 @@ class SemanticSmoothing(Domain):
         a = opts["alpha"]
         text = f"holds with probability >= {1 - a:.6g} over the smoothing draws (alpha={a:g})"
         out = []
-        for i in _progress(range(len(xs)), opts["progress"]):
+        for i in progress(range(len(xs)), opts["progress"]):
             t0 = time.perf_counter()
             g = sample_generator(opts["seed"], idxs[i], dev)
             sel = count_classes(f, xs[i], noise, opts["n0"], opts["batch"], k, g)

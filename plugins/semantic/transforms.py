@@ -141,7 +141,21 @@ class Transform:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-class Brightness(Transform):
+class Additive(Transform):
+    """A family whose parameters compose by addition (gamma_beta(theta) = theta + beta) and whose smoothing
+    coordinate is the parameter itself."""
+
+    def resolve(self, beta, theta):
+        return theta + beta
+
+    def coord(self, beta):
+        return float(beta)
+
+    def coord_inv(self, m):
+        return float(m)
+
+
+class Brightness(Additive):
     """psi_b(x) = x + b; smoothing b ~ N(0, sigma^2); gamma_b(theta) = theta + b."""
 
     name = "brightness"
@@ -156,15 +170,6 @@ class Brightness(Transform):
 
     def apply(self, x, theta):
         return x + _col(theta, 0, x)
-
-    def resolve(self, beta, theta):
-        return theta + beta
-
-    def coord(self, beta):
-        return float(beta)
-
-    def coord_inv(self, m):
-        return float(m)
 
     def closed_form(self, p, ranges, sigma):
         (lo, hi), = ranges
@@ -251,7 +256,7 @@ def _blur_multiplier(s: torch.Tensor, h: int, w: int, device) -> torch.Tensor:
     return torch.exp(s.reshape(-1, 1, 1) * (wh[:, None] + ww[None, :]))
 
 
-class Blur(Transform):
+class Blur(Additive):
     """Gaussian blur of kernel variance s >= 0 (pixels^2, discrete Gaussian kernel, cyclic boundary, last two
     axes); smoothing variance ~ Exponential(mean sigma); gamma_s(theta) = theta + s (semigroup)."""
 
@@ -277,15 +282,6 @@ class Blur(Transform):
         else:
             fx = torch.fft.rfft2(x.to(torch.float64))
         return torch.fft.irfft2(fx * mult, s=(h, w)).to(x.dtype)
-
-    def resolve(self, beta, theta):
-        return theta + beta
-
-    def coord(self, beta):
-        return float(beta)
-
-    def coord_inv(self, m):
-        return float(m)
 
     def closed_form(self, p, ranges, sigma):
         (lo, hi), = ranges

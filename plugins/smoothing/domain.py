@@ -21,7 +21,7 @@ from nncert.engine.domain import Domain
 from nncert.engine.errors import BadInput
 
 from .model import as_classifier, check_inputs, num_classes, reshape_inputs, resolve_device
-from .sampling import count_classes, gaussian_noise, sample_generator
+from .sampling import count_classes, gaussian_noise, progress, sample_generator
 from .stats import clopper_pearson_lower, predict_test, radius_from_lower
 
 DEFAULTS = {"n0": 100, "n": 100_000, "alpha": 0.001, "batch": 1000, "seed": 0, "device": "cpu", "progress": False}
@@ -94,13 +94,6 @@ def _indices(opts, n_samples):
     return idx
 
 
-def _progress(items, enabled, desc):
-    if not enabled:
-        return items
-    from tqdm import tqdm
-    return tqdm(items, desc=desc, unit="sample")
-
-
 def certify_one(f, x: torch.Tensor, num_classes_: int, idx: int, opts: dict) -> dict:
     """CERTIFY for one input x [*input_shape] (already on the device): predict, radius, nA, pA_lower, time."""
     sigma, alpha = opts["sigma"], opts["alpha"]
@@ -148,7 +141,7 @@ class GaussianSmoothing(Domain):
         idxs = _indices(opts, len(xs))
         text = guarantee_text(opts["alpha"])
         out = []
-        for i in _progress(range(len(xs)), opts["progress"], "certify"):
+        for i in progress(range(len(xs)), opts["progress"], "certify"):
             r = certify_one(f, xs[i], k, idxs[i], opts)
             label = int(y[i])
             out.append({"idx": idxs[i], "label": label, "predict": r["predict"], "radius": r["radius"],
@@ -173,7 +166,7 @@ class GaussianSmoothing(Domain):
         noise = gaussian_noise(opts["sigma"])
         text = guarantee_text(opts["alpha"])
         out = []
-        for i in _progress(range(len(xs)), opts["progress"], "predict"):
+        for i in progress(range(len(xs)), opts["progress"], "predict"):
             t0 = time.perf_counter()
             g = sample_generator(opts["seed"], idxs[i], xs.device)
             counts = count_classes(f, xs[i], noise, opts["n"], opts["batch"], k, g)

@@ -66,3 +66,11 @@ def count_classes(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, no
         counts += torch.bincount(_votes(f(xb)), minlength=int(num_classes))[: int(num_classes)]
         remaining -= b
     return counts.cpu().numpy()
+
+
+def progress(items, enabled: bool, desc: str = "certify"):
+    """`items`, wrapped in a tqdm progress bar (on stderr) when enabled."""
+    if not enabled:
+        return items
+    from tqdm import tqdm
+    return tqdm(items, desc=desc, unit="sample")
