@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import beta, binomtest, norm
 
 from nncert.engine.errors import BadInput
 
@@ -36,6 +35,7 @@ def clopper_pearson_lower(k: int, n: int, alpha: float) -> float:
     if k == 0:
         return 0.0
     a, b = float(k), float(n - k + 1)
+    from scipy.stats import beta  # scipy.stats costs ~0.5 s to import: only when certifying
     p = float(beta.ppf(alpha, a, b))
     if not math.isfinite(p):
         return 0.0
@@ -66,6 +66,7 @@ def predict_test(counts, alpha: float) -> int:
     top = int(order[0])
     n_a = int(c[top])
     n_b = int(c[order[1]]) if c.size > 1 else 0
+    from scipy.stats import binomtest
     if binomtest(n_a, n_a + n_b, 0.5).pvalue > alpha:
         return -1
     return top
@@ -75,4 +76,5 @@ def radius_from_lower(p_lower: float, sigma: float) -> float:
     """Certified l2 radius sigma * Phi^{-1}(p_lower) (Cohen et al., Thm 1); 0.0 when p_lower <= 1/2."""
     if p_lower <= 0.5:
         return 0.0
-    return float(sigma) * float(norm.ppf(p_lower))
+    from scipy.special import ndtri
+    return float(sigma) * float(ndtri(p_lower))
