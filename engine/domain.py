@@ -59,6 +59,7 @@ class Domain:
     input_sets: ClassVar[tuple[str, ...]] = ()    # subset of ("box", "linf", "l2", "transform")
     description: ClassVar[str] = ""
     default_rules: ClassVar[dict[str, Any]] = {}  # the domain's own per-op rules, keyed by IR op name
+    forward_only: ClassVar[bool] = False          # only evaluates the network (smoothing): every IR op is supported
 
     def __init__(self, op_rules: dict[str, Any] | None = None):
         # the domain's own rules plus those contributed through the nncert_register_op_rules hook
@@ -70,6 +71,9 @@ class Domain:
 
     def supported_ops(self) -> list[str]:
         """IR ops this domain can handle (including rules contributed by plugins)."""
+        if self.forward_only:
+            from .ir import OPS
+            return sorted(set(OPS) | set(self.op_rules))
         return sorted(self.op_rules)
 
     def check_network(self, network) -> None:

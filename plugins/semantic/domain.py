@@ -101,13 +101,11 @@ class SemanticSmoothing(Domain):
 
     name = "semantic-smoothing"
     guarantee = "probabilistic"
+    forward_only = True
     input_sets = ("transform",)
     description = ("semantic-transform smoothing (General Lipschitz, Korzh et al.): certifies a prediction for "
                    "every transform parameter in given ranges; holds with probability >= 1 - alpha")
 
-    def supported_ops(self) -> list[str]:
-        from nncert.engine.ir import OPS
-        return sorted(set(OPS) | set(self.op_rules))   # runs the network forward only
 
     def certify(self, model, x: torch.Tensor, y: torch.Tensor, options: dict) -> list[dict]:
         """options: transform (name), ranges [(lo, hi)] per parameter, sigma [float] per parameter, n0=100,

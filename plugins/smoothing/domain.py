@@ -118,13 +118,11 @@ class GaussianSmoothing(Domain):
 
     name = "gaussian-smoothing"
     guarantee = "probabilistic"
+    forward_only = True
     input_sets = ("l2",)
     description = ("Gaussian randomized smoothing (Cohen et al. 2019): certified l2 radius "
                    "sigma*Phi^-1(pA_lower); holds with probability >= 1 - alpha")
 
-    def supported_ops(self) -> list[str]:
-        from nncert.engine.ir import OPS
-        return sorted(set(OPS) | set(self.op_rules))  # only runs the network forward
 
     def certify(self, model, x: torch.Tensor, y: torch.Tensor, options: dict) -> list[dict]:
         """CERTIFY every input. options: sigma (required), n0=100, n=100000, alpha=0.001, batch=1000, seed=0,
