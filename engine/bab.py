@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .numerics import refuted
 from .spec import Case, Spec
 
 
@@ -44,16 +45,16 @@ def _smear_split(net, lo, hi, C, open_rows):
 
 def _refuted(domains, net, lo, hi, C, d, owner, n_dj):
     """[B, n_dj] bool: disjunct proven empty on each box, trying the domains in order on the still-open boxes."""
-    refuted = torch.zeros(lo.shape[0], n_dj, dtype=torch.bool)
+    closed = torch.zeros(lo.shape[0], n_dj, dtype=torch.bool)
     idx = torch.arange(lo.shape[0])
     for dom in domains:
         if not len(idx):
             break
         _, ub = dom.bounds(net, lo[idx], hi[idx], C)
-        rows = (ub + d) < 0                                                          # [b, m]
-        refuted[idx] |= torch.stack([rows[:, owner == k].any(1) for k in range(n_dj)], 1)
-        idx = idx[~refuted[idx].all(1)]
-    return refuted
+        rows = refuted(ub, d)                                                        # [b, m]
+        closed[idx] |= torch.stack([rows[:, owner == k].any(1) for k in range(n_dj)], 1)
+        idx = idx[~closed[idx].all(1)]
+    return closed
 
 
 def bab_case(domains, net, spec: Spec, case: Case, deadline: float, recheck, batch: int = 2048,

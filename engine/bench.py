@@ -67,6 +67,8 @@ def run_one(row: dict, domain: str) -> dict:
             out["counterexample"] = res.counterexample
     except BadInput as e:
         out.update(verdict="error", error=str(e))
+    except Exception as e:  # an internal error on one instance is recorded (never a verdict); the run goes on
+        out.update(verdict="error", error=f"internal: {type(e).__name__}: {e}")
     out["seconds"] = time.perf_counter() - t0
     return out
 

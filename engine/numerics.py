@@ -3,8 +3,8 @@
 Bounds are computed in float64 on verdict paths; `widen` moves the final bounds outward by
 REL * |bound| + ABS, which covers the rounding of float64 propagation through the networks we handle by many
 orders of magnitude (float64 error per layer is about n * 2^-53 relative; REL is 1e-9 = 2^-30) while staying far
-inside the 1e-4 tightness tolerance. A verdict needs a *strict* margin: an atom is refuted only if its widened
-upper bound is < 0.
+inside the 1e-4 tightness tolerance. A verdict needs a *strict* margin: an atom is refuted only if `refuted` says
+its widened upper bound plus the spec constant is < 0 in exact arithmetic.
 """
 import torch
 
@@ -14,3 +14,13 @@ ABS = 1e-9
 
 def widen(lo: torch.Tensor, hi: torch.Tensor, rel: float = REL, abs_: float = ABS):
     return lo - rel * lo.abs() - abs_, hi + rel * hi.abs() + abs_
+
+
+def refuted(upper: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Per row: upper + d < 0 holds in exact arithmetic, where `upper` is a sound (widened) upper bound of C @ y
+    and d the row's constant as read from the spec (rounded to nearest float64 from its decimal).
+
+    The float64 sum and the decimal rounding of d each err by at most 2^-53 (|upper| + |d|); the comparison keeps
+    four times that as slack, so a row is refuted only when the exact sum is negative.
+    """
+    return upper + d + 4 * 2.0 ** -53 * (upper.abs() + d.abs()) < 0

@@ -14,6 +14,7 @@ import torch
 
 from .domain import Result, Verdict
 from .errors import BadInput
+from .numerics import refuted
 from .spec import Box, Case, Spec
 
 # the cheap domains run first under --domain auto
@@ -119,12 +120,12 @@ def refutes(domain, network, case: Case, dtype=torch.float64) -> bool:
     C = torch.cat([dj.C for dj in case.disjuncts]).to(dtype)
     d = torch.cat([dj.d for dj in case.disjuncts]).to(dtype)
     _, hi = domain.bounds(network.to(dtype), box.lower[None].to(dtype), box.upper[None].to(dtype), C)
-    hi = hi[0] + d
+    ok = refuted(hi[0], d)
     start = 0
     for dj in case.disjuncts:
-        rows = hi[start:start + dj.C.shape[0]]
+        rows = ok[start:start + dj.C.shape[0]]
         start += dj.C.shape[0]
-        if not bool((rows < 0).any()):
+        if not bool(rows.any()):
             return False
     return True
 
