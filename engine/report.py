@@ -20,7 +20,8 @@ def _is_correct(r: dict) -> bool:
 
 
 def certified_accuracy(records, radii=DEFAULT_RADII) -> dict:
-    """{radius: fraction of records that are correct with certified radius >= radius} for each given radius.
+    """{radius: fraction of records that are correct with certified radius > radius} for each given radius
+    (strict: a certified radius R guarantees the open ball, and radius 0 certifies nothing).
 
     Uses only records with a `radius` key (the denominator counts those); {} when none has one. An abstention
     (predict -1) is never correct, so it counts as not certified at every radius, radius 0 included.
@@ -30,7 +31,7 @@ def certified_accuracy(records, radii=DEFAULT_RADII) -> dict:
         return {}
     out = {}
     for rad in radii:
-        ok = sum(1 for r in rs if _is_correct(r) and int(r.get("predict", 0)) != -1 and float(r["radius"]) >= rad)
+        ok = sum(1 for r in rs if _is_correct(r) and int(r.get("predict", 0)) != -1 and float(r["radius"]) > rad)
         out[float(rad)] = ok / len(rs)
     return out
 
@@ -99,7 +100,7 @@ def _curve(records):
         return None
     good = sorted(float(r["radius"]) for r in rs if _is_correct(r) and int(r.get("predict", 0)) != -1)
     n = len(rs)
-    # step function: accuracy(t) = #{radius >= t} / n, drops just after each certified radius
+    # step function: accuracy(t) = #{radius > t} / n, drops just after each certified radius
     xs, ys = [0.0], [len(good) / n]
     for i, rad in enumerate(good):
         xs += [rad, rad]
@@ -111,7 +112,7 @@ def _curve(records):
 
 
 def plot_curve(records, path, title: str | None = None):
-    """PNG of certified accuracy vs l2 radius. `records` is a list of records or {label: records} for several
+    """PNG of certified accuracy vs radius (l2 unless the records name their `norm`). `records` is a list of records or {label: records} for several
     curves. Returns the path, or None (and writes nothing) when no record has a radius."""
     groups = records if isinstance(records, dict) else {None: records}
     curves = {k: _curve(list(v)) for k, v in groups.items()}
@@ -124,7 +125,8 @@ def plot_curve(records, path, title: str | None = None):
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, (xs, ys) in curves.items():
         ax.plot(xs, ys, label=label)
-    ax.set_xlabel("l2 radius")
+    norms = {r.get("norm", "l2") for v in groups.values() for r in v}
+    ax.set_xlabel(f"{'/'.join(sorted(norms))} radius")
     ax.set_ylabel("certified accuracy")
     ax.set_ylim(0, 1)
     ax.set_xlim(left=0)

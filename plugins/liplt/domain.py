@@ -40,9 +40,10 @@ class LipLT(Domain):
         """dict(method, global, pairwise (n_out x n_out list of lists, or None), seconds): certified l2->l2
         Lipschitz bounds of the network (global) and of each logit difference f_i - f_j (pairwise)."""
         key = (id(network), method, pairwise)
-        if key not in self._cache:
-            self._cache[key] = bound.lipschitz(network, method, pairwise)
-        return self._cache[key]
+        hit = self._cache.get(key)
+        if hit is None or hit[0] is not network:  # an id can be reused once a network is freed
+            hit = self._cache[key] = (network, bound.lipschitz(network, method, pairwise))
+        return hit[1]
 
     def certify(self, model, x: torch.Tensor, y: torch.Tensor, options: dict) -> list[dict]:
         """Options: eps (float, radius to certify, in `norm`), norm ("l2" default | "linf"), method ("liplt"

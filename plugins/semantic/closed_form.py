@@ -25,15 +25,15 @@ from scipy.special import ndtri
 
 def gaussian_radius(p: float, sigma: float = 1.0) -> float:
     """sigma * Phi^-1(p), or 0 when p <= 1/2."""
-    return float(sigma) * float(ndtri(p)) if p > 0.5 else 0.0
+    return float(sigma) * float(ndtri(p)) * (1.0 - 1e-12) if p > 0.5 else 0.0  # rounded toward the safe side
 
 
 def gamma_interval(p: float) -> tuple[float, float]:
     """Open interval of certified gamma exponents under Rayleigh smoothing; (1, 1) when p <= 1/2."""
     if p <= 0.5:
         return 1.0, 1.0
-    lo = math.sqrt(math.log2(1.0 / p))
-    hi = math.sqrt(math.log2(1.0 / (1.0 - p))) if p < 1.0 else math.inf
+    lo = math.sqrt(math.log2(1.0 / p)) * (1.0 + 1e-12)            # shrunk inward for rounding
+    hi = math.sqrt(math.log2(1.0 / (1.0 - p))) * (1.0 - 1e-12) if p < 1.0 else math.inf
     return lo, hi
 
 
@@ -43,4 +43,4 @@ def blur_radius(p: float, sigma: float) -> float:
         return 0.0
     if p >= 1.0:
         return math.inf
-    return float(sigma) * math.log(1.0 / (2.0 * (1.0 - p)))
+    return float(sigma) * math.log(1.0 / (2.0 * (1.0 - p))) * (1.0 - 1e-12)  # rounded toward the safe side

@@ -43,6 +43,8 @@ def clopper_pearson_lower(k: int, n: int, alpha: float) -> float:
         if p <= 0.0 or beta.cdf(p, a, b) <= alpha:
             break
         p = float(np.nextafter(p, 0.0)) * (1.0 - 1e-15)
+    else:
+        return 0.0  # the quantile could not be confirmed: claim nothing
     return max(p, 0.0)
 
 
@@ -77,4 +79,4 @@ def radius_from_lower(p_lower: float, sigma: float) -> float:
     if p_lower <= 0.5:
         return 0.0
     from scipy.special import ndtri
-    return float(sigma) * float(ndtri(p_lower))
+    return float(sigma) * float(ndtri(p_lower)) * (1.0 - 1e-12)  # rounded toward the safe side
