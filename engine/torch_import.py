@@ -66,6 +66,8 @@ class _Builder:
         elif isinstance(m, nn.ReLU):
             out = self.add("relu", [x])
         elif isinstance(m, nn.LeakyReLU):
+            if not 0.0 <= m.negative_slope <= 1.0:
+                raise UnsupportedOp(f"LeakyReLU with negative_slope {m.negative_slope} (only [0, 1] is supported)")
             out = self.add("leaky_relu", [x], attrs={"alpha": float(m.negative_slope)})
         elif isinstance(m, nn.Sigmoid):
             out = self.add("sigmoid", [x])

@@ -181,6 +181,28 @@ def test_s_shaped_relaxations_sound(fn, relax):
     assert (au[:, None] * z + cu[:, None] >= y).all()
 
 
+@pytest.mark.parametrize("fn,relax", [(torch.tanh, tanh_relax), (torch.sigmoid, sigmoid_relax)])
+def test_s_shaped_relaxations_sound_on_huge_ranges(fn, relax):
+    """Ranges so wide that the tangent slopes underflow 1 - a: the saturation points must still be covered."""
+    for w in (1e8, 1e12, 1e17, 1e300):
+        l, u = torch.tensor([-w, -w / 3], dtype=F64), torch.tensor([w, w], dtype=F64)
+        al, cl, au, cu = relax(l, u)
+        z = torch.tensor([-50.0, -20.0, -3.0, -1.0, 0.0, 1.0, 3.0, 20.0, 50.0], dtype=F64)[None]
+        z = torch.cat([z.expand(2, -1), l[:, None], u[:, None]], 1)
+        y = fn(z)
+        assert (al[:, None] * z + cl[:, None] <= y).all()
+        assert (au[:, None] * z + cu[:, None] >= y).all()
+
+
+def test_leaky_relu_slope_above_one_refused():
+    from torch import nn
+    from nncert.engine.errors import UnsupportedOp
+    with pytest.raises(UnsupportedOp, match="negative_slope"):
+        from_torch(nn.Sequential(nn.Linear(2, 1), nn.LeakyReLU(3.0)), (2,))
+    with pytest.raises(ValueError):
+        leaky_relu_relax(torch.zeros(1, dtype=F64), torch.ones(1, dtype=F64), 3.0)
+
+
 def test_leaky_relu_relaxation_sound():
     l = torch.randn(500, dtype=F64) * 2
     u = l + torch.rand(500, dtype=F64) * 4

@@ -17,7 +17,7 @@ from scipy.optimize import linprog
 from torch import nn
 
 from nncert.engine.data import shared_dir
-from nncert.engine.milp import MARGIN_REL, mlp_chain, milp_verify, preactivation_bounds
+from nncert.engine.milp import mlp_chain, milp_verify, preactivation_bounds
 from nncert.engine.spec import Box, Case, Disjunct, Spec
 from nncert.engine.torch_import import from_torch
 
@@ -173,9 +173,8 @@ def test_unsupported_network_and_deadline():
     assert milp_verify(net, spec, t + 10)[0] == "unknown"
     relu = _mlp((3, 8, 2), 0)
     v, _, _ = milp_verify(relu, spec, time.perf_counter() - 1)
-    assert v in ("timeout", "unsat")        # unsat only if the bounds alone refute it (no solver run)
+    assert v == "timeout"                    # a spent budget never turns into a verdict
     assert time.perf_counter() - t < 5
-    assert 0 < MARGIN_REL <= 1e-4
 
 
 def test_mnist_fc_never_contradicts_truth():

@@ -15,7 +15,9 @@ import torch
 
 
 def leaky_relu_relax(l: torch.Tensor, u: torch.Tensor, alpha: float = 0.0):
-    """y = max(z, alpha z), 0 <= alpha <= 1 (alpha = 0 is ReLU)."""
+    """y = max(z, alpha z), 0 <= alpha <= 1 (alpha = 0 is ReLU); other slopes make y concave: refused."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"leaky_relu relaxation needs 0 <= alpha <= 1, got {alpha}")
     dt = l.dtype
     unstable = (l < 0) & (u > 0)
     active = (l >= 0).to(dt)
@@ -38,7 +40,9 @@ def _sigmoid_crit(a):
 def _tanh_crit(a):
     """z >= 0 with tanh'(z) = 1 - tanh(z)^2 = a (a clipped to [0, 1]); +inf for a = 0."""
     a = a.clamp(0, 1)
-    return torch.atanh(torch.sqrt(1 - a))
+    s = torch.sqrt((1 - a).clamp(min=0))
+    # atanh(s) = log((1 + s) / (1 - s)) / 2 and (1 - s) = a / (1 + s): no cancellation when a is tiny
+    return torch.log((1 + s) / torch.sqrt(a))
 
 
 def _s_shaped(l, u, f, df, crit):
