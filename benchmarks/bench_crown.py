@@ -5,8 +5,11 @@
 Part 1, speed, on the boxes recorded in shared/reference/auto_lirpa/{acasxu,mnist_fc}.json (float64, C = I):
   batch 1: mean per-box time of our native kernel and of our torch path (NNCERT_KERNELS=torch), beside the
   median of auto_LiRPA's recorded CROWN "seconds" for the same records (recorded elsewhere, earlier; the ratio
-  is indicative). Batch >= 1024: the recorded boxes tiled to a large batch, native vs torch; plus the dense
-  matrix-product floor (the FLOPs of dense CROWN rows at this machine's measured matmul rate).
+  is indicative). Batch >= 1024: the recorded boxes tiled to a large batch, native (the torch path on --torch-big
+  boxes, it is slow); plus two matrix-product floors at this machine's measured torch float64 matmul rate:
+  A = dense CROWN (two rows for every hidden neuron back to the input, every neuron active), and B = the products
+  this implementation requests (CROWN rows only for the neurons the intermediate-bound rule selects, neurons with
+  zero ReLU slope skipped; counted by the native kernel).
 Part 2, verdicts: for every instance of shared/benchmarks/*/instances.csv, the disjuncts whose rows CROWN refutes
   (upper bound of C y + d < 0 for some row), counted as unsat only when all disjuncts of all regions are refuted;
   compared with truth.csv (an unsat where truth says sat would be a soundness bug).
@@ -23,17 +26,22 @@ import time
 import torch
 
 from nncert.engine.data import shared_dir
+from nncert.engine.kernels import linear_bounds as lb
 from nncert.engine.onnx_import import load_onnx
 from nncert.engine.registry import get_registry
 from nncert.plugins.crown.domain import MLPView
 
 
-def timed(fn, reps):
+def timed(fn, reps, runs=1):
+    """(best, worst) over `runs` runs of the mean time of `reps` calls (one warm-up call first)."""
     fn()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        ts.append((time.perf_counter() - t) / reps)
+    return min(ts), max(ts)
 
 
 def with_kernels(mode, fn):
@@ -60,13 +68,13 @@ def dense_flops(view, m):
 
 
 def matmul_rate(dtype):
+    """torch's single-call dense matmul rate (multiply-adds per second, best of 3) on a 2048x256 @ 256x256 product."""
     a = torch.randn(2048, 256, dtype=dtype)
     b = torch.randn(256, 256, dtype=dtype)
-    t = timed(lambda: a @ b, 20)
-    return 2048 * 256 * 256 / t  # multiply-adds per second
+    return 2048 * 256 * 256 / timed(lambda: a @ b, 20, runs=3)[0]
 
 
-def speed(crown, sd, big, name, pick):
+def speed(crown, sd, big, torch_big, runs, name, pick):
     data = json.loads((sd / "reference" / "auto_lirpa" / f"{name}.json").read_text())["records"]
     recs = [r for r in data if pick(r["onnx"])]
     net = load_onnx(sd / "benchmarks" / name / recs[0]["onnx"])
@@ -74,25 +82,37 @@ def speed(crown, sd, big, name, pick):
     lo = torch.tensor([r["lower_in"] for r in recs], dtype=torch.float64)
     hi = torch.tensor([r["upper_in"] for r in recs], dtype=torch.float64)
     ref = statistics.median(r["CROWN"]["seconds"] for r in recs)
-    rows = []
+    rows, work = [], None
     for mode in ("native", "torch"):
         def one():
             for i in range(len(recs)):
                 crown.bounds(net, lo[i:i + 1], hi[i:i + 1])
-        t1 = with_kernels(mode, lambda: timed(one, 1)) / len(recs)
-        reps = big // len(recs) + 1
-        L, H = lo.repeat(reps, 1)[:big], hi.repeat(reps, 1)[:big]
-        tb = with_kernels(mode, lambda: timed(lambda: crown.bounds(net, L, H), 1)) / big
-        rows.append((mode, t1, tb))
+        t1 = with_kernels(mode, lambda: timed(one, 1, runs))
+        t1 = (t1[0] / len(recs), t1[1] / len(recs))
+        nb = big if mode == "native" else min(big, torch_big)
+        reps = nb // len(recs) + 1
+        L, H = lo.repeat(reps, 1)[:nb], hi.repeat(reps, 1)[:nb]
+        if mode == "native" and lb.native_madds() is not None:
+            with_kernels(mode, lambda: crown.bounds(net, L, H))
+            work = lb.native_madds() / nb
+        tb = with_kernels(mode, lambda: timed(lambda: crown.bounds(net, L, H), 1, runs if mode == "native" else 1))
+        rows.append((mode, t1, nb, (tb[0] / nb, tb[1] / nb)))
     view = MLPView.of(net)
-    floor = dense_flops(view, net.n_outputs) / matmul_rate(torch.float64)
-    print(f"\n{name} ({recs[0]['onnx']}, {len(recs)} recorded boxes)")
-    print(f"{'path':<10}{'batch1 ms/box':>15}{'x vs auto_LiRPA':>17}{f'batch{big} ms/box':>18}")
-    for mode, t1, tb in rows:
-        print(f"{mode:<10}{t1 * 1e3:>15.3f}{ref / t1:>17.1f}{tb * 1e3:>18.4f}")
-    print(f"{'auto_LiRPA':<10}{ref * 1e3:>15.3f}{1.0:>17.1f}{'(recorded)':>18}")
-    print(f"dense matmul floor at large batch: {floor * 1e3:.4f} ms/box "
-          f"({dense_flops(view, net.n_outputs) / 1e6:.1f} M multiply-adds at the measured float64 matmul rate)")
+    rate = matmul_rate(torch.float64)
+    dense = dense_flops(view, net.n_outputs)
+    print(f"\n{name} ({recs[0]['onnx']}, {len(recs)} recorded boxes; best of {runs} runs [worst])")
+    print(f"{'path':<10}{'batch1 ms/box':>22}{'x vs auto_LiRPA':>17}{'batch':>7}{'large-batch ms/box':>24}")
+    for mode, t1, nb, tb in rows:
+        print(f"{mode:<10}{t1[0] * 1e3:>11.3f} [{t1[1] * 1e3:>8.3f}]{ref / t1[0]:>17.1f}{nb:>7}"
+              f"{tb[0] * 1e3:>12.4f} [{tb[1] * 1e3:>9.4f}]")
+    print(f"{'auto_LiRPA':<10}{ref * 1e3:>11.3f}{'':>11}{1.0:>17.1f}{'':>7}{'(recorded, float32)':>24}")
+    print(f"measured torch float64 matmul rate: {rate / 1e9:.2f} G multiply-adds/s")
+    print(f"floor A, dense CROWN (two rows for every hidden neuron, every neuron active): {dense / 1e6:.1f} M "
+          f"multiply-adds -> {dense / rate * 1e3:.4f} ms/box; native large batch = {rows[0][3][0] * rate / dense:.2f}x")
+    if work is not None:
+        print(f"floor B, products this implementation does (rows of unstable/dense layers only, inactive neurons "
+              f"skipped): {work / 1e6:.1f} M multiply-adds -> {work / rate * 1e3:.4f} ms/box; "
+              f"native large batch = {rows[0][3][0] * rate / work:.2f}x")
 
 
 def count_unsat(crown, sd):
@@ -141,6 +161,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--big", type=int, default=1024)
+    ap.add_argument("--torch-big", type=int, default=128, help="large batch for the (slow) torch path")
+    ap.add_argument("--runs", type=int, default=3, help="repeat each native timing; best and worst are printed")
     ap.add_argument("--no-unsat", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -149,8 +171,8 @@ def main():
         raise SystemExit("shared data directory not found")
     crown = get_registry().domain("crown")
     print(f"threads: {a.threads} (torch and native); float64; auto_LiRPA times are its recorded per-box seconds")
-    speed(crown, sd, a.big, "acasxu", lambda p: "1_1" in p)
-    speed(crown, sd, a.big, "mnist_fc", lambda p: "256x6" in p)
+    speed(crown, sd, a.big, a.torch_big, a.runs, "acasxu", lambda p: "1_1" in p)
+    speed(crown, sd, a.big, a.torch_big, a.runs, "mnist_fc", lambda p: "256x6" in p)
     if not a.no_unsat:
         count_unsat(crown, sd)
 

@@ -240,7 +240,8 @@ def _native_or_skip():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("sizes", [(5, 50, 50, 50, 5), (30, 16, 5), (7, 3), (20, 40, 40, 40, 40, 10)])
+@pytest.mark.parametrize("sizes", [(5, 50, 50, 50, 5), (30, 16, 5), (7, 3), (20, 40, 40, 40, 40, 10),
+                                   (40, 300, 300, 6)])  # widths > the native GEMM's KC = 256 and NC = 128 blocks
 def test_native_crown_mlp_parity(monkeypatch, dtype, sizes):
     _native_or_skip()
     Ws, bs = _mlp(sizes, len(sizes))
@@ -254,6 +255,17 @@ def test_native_crown_mlp_parity(monkeypatch, dtype, sizes):
     tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-3, atol=2e-3)
     for a, b in zip(ref, nat):
         torch.testing.assert_close(b, a, **tol)
+    if len(sizes) == 5 and dtype == torch.float64:  # several native threads over the boxes: same bounds
+        torch.set_num_threads(2)
+        try:
+            nat2 = lb.crown_mlp(lo, hi, Ws, bs, C)
+        finally:
+            torch.set_num_threads(1)
+        for a, b in zip(nat, nat2):
+            torch.testing.assert_close(b, a, rtol=0, atol=0)
+    if len(sizes) > 2 and dtype == torch.float64 and lb.native_madds() is not None:  # products were counted
+        lb.crown_mlp(lo, hi, Ws, bs, C)
+        assert lb.native_madds() > 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

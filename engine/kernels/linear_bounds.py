@@ -216,6 +216,12 @@ def pack_mlp(Ws, bs, dtype, device=None):
     return buf, dims
 
 
+def native_madds():
+    """Multiply-adds of the matrix products the native CPU crown_mlp did since the last call (R rows x active
+    neurons x width, per product; padding excluded), or None without the native counter. Resets the count."""
+    return _C.lb_crown_mlp_madds() if _has("lb_crown_mlp_madds") else None
+
+
 def crown_mlp(lo, hi, Ws, bs, C=None, packed=None):
     """CROWN bounds of C @ f(x) on a ReLU MLP over each box (semantics of crown_mlp_torch); native when available.
 
