@@ -2,7 +2,8 @@
 
     python benchmarks/bench_spectral.py [--n 1000] [--dim 64] [--threads 1] [--skip-conv]
 
-Part 1: a batch of random Gaussian dim x dim matrices. Part 2: every conv layer of a CIFAR-sized CNN (input
+Part 1: a batch of random Gaussian dim x dim matrices (Gram iteration and the shifted-Cholesky bound, both
+certified). Part 2: every conv layer of a CIFAR-sized CNN (input
 3x32x32), exact norm from the dense matrix of the layer. Looseness = bound / exact - 1 (max and mean over the
 batch; negative = under-estimate, which only power iteration does). One table, one run.
 """
@@ -46,6 +47,15 @@ def dense_part(n, dim, repeat):
     for it in (10, 50):
         (s, _), tp = timed(lambda: S.power_iteration(A, it), repeat)
         lines.append(row(f"power iteration, {it} its", tp, te, s, exact, False))
+    b, tc = timed(lambda: S.cholesky_bound_torch(A), repeat)
+    lines.append(row("cholesky bound torch ref (eps 2e-3)", tc, te, b, exact, True))
+    if native_available() and hasattr(S._C, "spectral_chol_bound_f64"):
+        b, tc = timed(lambda: S._cholesky_bound_native(A, 20, 2e-3)[0], repeat)
+        lines.append(row("cholesky bound native CPU (eps 2e-3)", tc, te, b, exact, True))
+        b, tc = timed(lambda: S._cholesky_bound_native(A, 20, 2e-3, generic=True)[0], repeat)
+        lines.append(row("cholesky bound native, no AVX2 (eps 2e-3)", tc, te, b, exact, True))
+        b, tc = timed(lambda: S._cholesky_bound_native(A, 20, 1e-2)[0], repeat)
+        lines.append(row("cholesky bound native CPU (eps 1e-2)", tc, te, b, exact, True))
     for T in (5, 6, 8):
         b, tg = timed(lambda: S.gram_bound_torch(A, T), repeat)
         lines.append(row(f"gram bound torch ref, T={T}", tg, te, b, exact, True))
@@ -86,6 +96,8 @@ def conv_part():
         lines.append(row("  power iteration conv/conv_T, 50 its", tp, te + tm, s, ex, False))
         b, tc = timed(lambda: torch.tensor([S.conv2d_bound(W, shape, st, pd)], dtype=torch.float64))
         lines.append(row("  circulant+polyphase DFT, gram bound T=6", tc, te + tm, b, ex, True))
+        b3, tch = timed(lambda: S.cholesky_bound(D).reshape(1))
+        lines.append(row("  dense matrix + cholesky bound", tch + tm, te + tm, b3, ex, True))
         b2, tg = timed(lambda: S.gram_bound(D, 8).reshape(1))
         lines.append(row("  dense matrix + gram bound T=8", tg + tm, te + tm, b2, ex, True))
     return lines

@@ -207,6 +207,219 @@ def _gram_bound_native(A: torch.Tensor, iters: int):
     return out
 
 
+# ------------------------------------------------------------------------------ certified: dense, by Cholesky
+# Proof of `cholesky_bound` (u = 2^-53, gamma_k = k u / (1 - k u), eta = 2^-1074 the underflow unit):
+#  1. Scaling. A (m x n, m >= n, finite) is multiplied by 2^-e with amax = max|a_ij| in [2^(e-1), 2^e), i.e.
+#     max|Â| in [1/2, 1). Powers of two are exact except where a result is subnormal; such entries are set to
+#     0, so ||Â - 2^-e A||_2 <= ||.||_F <= sqrt(mn) 2^-1022 =: e0 and sigma_1(A) <= 2^e (sigma_1(Â) + e0).
+#  2. Gram. Ĝ = fl(Â^T Â) (any summation order, FMA or not; the upper triangle is mirrored): Higham, Accuracy
+#     and Stability of Numerical Algorithms, 2nd ed., (3.5) gives |Ĝ - Â^T Â| <= gamma_m |Â|^T |Â| (+ m eta per
+#     entry for underflow), so ||Ĝ - Â^T Â||_2 <= gamma_m ||Â||_F^2 + slack.
+#  3. Shift. For a float t, B̂ = fl(t I - Ĝ): off-diagonal entries -ĝ_ij are exact, the diagonal is rounded
+#     once, so ||B̂ - (t I - Ĝ)||_2 <= u max_i |b̂_ii|.
+#  4. Cholesky. If floating-point Cholesky of the symmetric B̂ runs to completion (every pivot > 0), the computed
+#     R̂ satisfies R̂^T R̂ = B̂ + dB with |dB| <= gamma_{n+1} |R̂^T| |R̂| (Higham, Thm 10.3: the proof uses only
+#     that the algorithm completes, in any ordering of the inner products; Rump, "Verification of positive
+#     definiteness", BIT 46 (2006), Lemma 2.1, states it for any symmetric matrix, underflow included). Since
+#     R̂^T R̂ >= 0: lambda_min(B̂) >= -gamma_{n+1} || |R̂| ||_2^2 >= -gamma_{n+1} ||R̂||_F^2.
+#  5. Weyl: lambda_min(t I - Â^T Â) >= -delta with delta = gamma_{n+1} ||R̂||_F^2 + u max|b̂_ii|
+#     + gamma_m ||Â||_F^2 + slack, i.e. sigma_1(Â)^2 <= t + delta. All quantities are O(1) after scaling
+#     (t >= max_i ĝ_ii >= 1/4 - tiny). The underflow slack 2^-1000 (m + n + 2)^3 (1 + t) dominates every
+#     absolute underflow term of steps 2-4 (each elementary operation adds at most 2^-1022 times an O(sqrt(t))
+#     operand, flush-to-zero included); it is ~1e-295, far below u t.
+#  6. Rounding of the bound itself: every norm is computed and then inflated by (1 + gamma_{N+1}) (N summands),
+#     delta is doubled (covers the rounding of its own few operations), and sqrt and the sums are inflated by
+#     (1 + 2u) each; the final 2^e scaling is exact or, if subnormal, bumped one ulp up.
+# So sigma_1(A) <= 2^e (sqrt(t + delta) + e0) rounded up. t is chosen just above an *estimate* of
+# lambda_max(Ĝ) (Lanczos, nothing certified rests on it): t = theta (1 + eps 4^k) for the first k = 0, 1, ...
+# whose Cholesky completes; once t would exceed ||Â||_F^2 >= sigma_1(Â)^2 the Frobenius bound is returned.
+# Looseness is therefore about eps / 2 (eps = 2e-3 -> ~0.1 %), plus ~1e-13 of rounding terms.
+ETA_SLACK = 2.0 ** -1000
+FLUSH = 2.0 ** -1022
+
+
+def _check_finite(A: torch.Tensor, what: str):
+    if not bool(torch.isfinite(A).all()):
+        from nncert.engine.errors import BadInput
+        raise BadInput(f"{what}: matrix has NaN or infinite entries")
+
+
+def _pow2(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two float64 powers of two whose product is 2^e (each factor representable for |e| <= 2100)."""
+    e1 = torch.div(e, 2, rounding_mode="floor")
+    one = torch.ones_like(e, dtype=torch.float64)
+    return torch.ldexp(one, e1), torch.ldexp(one, e - e1)
+
+
+def _scale(A: torch.Tensor):
+    """(Â, e, F2hi, nonzero): Â = 2^-e A with max|Â| in [1/2, 1), subnormal results flushed to 0 (proof step
+    1); F2hi >= ||Â||_F^2; nonzero marks matrices with an entry != 0 (the others get e = 0)."""
+    amax = A.abs().amax((1, 2))
+    _, e = torch.frexp(amax)
+    e = torch.where(amax > 0, e.to(torch.int64), torch.zeros_like(e, dtype=torch.int64))
+    s1, s2 = _pow2(-e)
+    As = A * s1[:, None, None] * s2[:, None, None]
+    As = torch.where(As.abs() < FLUSH, torch.zeros_like(As), As)
+    mn = A.shape[1] * A.shape[2]
+    F2 = (As * As).sum((1, 2)) * (1 + gamma(mn + 1)) + mn * FLUSH
+    return As, e, F2, amax > 0
+
+
+def _gram_sym(As: torch.Tensor) -> torch.Tensor:
+    """fl(Â^T Â) with its upper triangle mirrored (every entry one computed dot product; exactly symmetric)."""
+    G = torch.bmm(As.mT, As)
+    up = torch.triu(G)
+    return up + torch.triu(G, 1).mT
+
+
+def lanczos_max(G: torch.Tensor, steps: int = 20) -> torch.Tensor:
+    """Estimate lambda_max of each symmetric G [B, n, n] by `steps` Lanczos steps (three-term recurrence in
+    float32, as the native kernel) from a fixed pseudo-random start; float64 [B]. An estimate only (no
+    guarantee either way); nothing certified rests on it."""
+    Bn, n, _ = G.shape
+    k = max(1, min(steps, n))
+    Gf = G.to(torch.float32)
+    v = _start_vector(n, torch.float32, G.device).expand(Bn, n).clone()
+    v = v / v.norm(dim=1, keepdim=True)
+    vp = torch.zeros_like(v)
+    al = torch.zeros(Bn, k, dtype=torch.float64, device=G.device)
+    be = torch.zeros(Bn, k, dtype=torch.float64, device=G.device)
+    live = torch.ones(Bn, dtype=torch.bool, device=G.device)
+    scale = G.diagonal(dim1=1, dim2=2).amax(1)
+    b = torch.zeros(Bn, dtype=torch.float32, device=G.device)
+    for j in range(k):
+        w = torch.bmm(Gf, v.unsqueeze(2)).squeeze(2)
+        a = (w * v).sum(1)
+        w = w - (a[:, None] * v + b[:, None] * vp)
+        b = w.norm(dim=1)
+        al[:, j] = torch.where(live, a.double(), al[:, j])
+        if j + 1 == k:
+            break
+        live = live & (b.double() > 1e-6 * scale)
+        be[:, j] = torch.where(live, b.double(), torch.zeros_like(be[:, j]))
+        vp, v = v, torch.where(live[:, None], w / torch.where(b > 0, b, torch.ones_like(b))[:, None], v)
+    T = torch.diag_embed(al) + torch.diag_embed(be[:, :-1], 1) + torch.diag_embed(be[:, :-1], -1)
+    return torch.linalg.eigvalsh(T)[:, -1]
+
+
+def _start_vector(n: int, dtype, device) -> torch.Tensor:
+    """Fixed pseudo-random start in [-1, 1) (same values as the native kernel's LCG)."""
+    x, out = 12345, []
+    for _ in range(n):
+        x = (x * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        out.append(((x >> 11) * 2.0 ** -53) * 2 - 1)
+    return torch.tensor(out, dtype=dtype, device=device)
+
+
+def cholesky_certify_torch(Ghat: torch.Tensor, t: torch.Tensor, m: int, F2hi: torch.Tensor) -> torch.Tensor:
+    """Steps 3-5 of the proof on the scaled Gram matrices Ghat [B, n, n] for shifts t [B]: an upper bound on
+    sigma_1(Â)^2 (float64 [B]) where Cholesky of fl(t I - Ghat) completes, +inf where it fails."""
+    n = Ghat.shape[1]
+    Bm = -Ghat
+    d = t[:, None] - Ghat.diagonal(dim1=1, dim2=2)
+    Bm.diagonal(dim1=1, dim2=2).copy_(d)
+    L, info = torch.linalg.cholesky_ex(Bm)
+    ok = (info == 0) & torch.isfinite(L).all((1, 2))
+    R2 = (L * L).sum((1, 2)) * (1 + gamma(n * n + 1))
+    delta = gamma(n + 1) * R2 + U * d.abs().amax(1) + gamma(m) * F2hi + ETA_SLACK * (m + n + 2) ** 3 * (1 + t)
+    lam = (t + 2 * delta) * (1 + 2 * U)
+    return torch.where(ok, lam, torch.full_like(lam, math.inf))
+
+
+def _finish(lam_hi: torch.Tensor, e: torch.Tensor, m: int, n: int) -> torch.Tensor:
+    """2^e (sqrt(lam_hi) + e0), rounded up (proof steps 1 and 6)."""
+    e0 = math.sqrt(m * n) * FLUSH * (1 + 1e-12)
+    s = (torch.sqrt(lam_hi) * (1 + 2 * U) + e0) * (1 + 2 * U)
+    s1, s2 = _pow2(e)
+    out = s * s1 * s2
+    return torch.nextafter(out, torch.full_like(out, math.inf))
+
+
+def cholesky_bound_torch(A: torch.Tensor, steps: int = 20, eps: float = 2e-3, return_tries: bool = False):
+    """Reference (CPU or CUDA): certified upper bound on sigma_1 of each matrix of A [B, m, n]; float64 [B].
+    Same algorithm and proof as the native kernel (see the comment above); non-finite input raises BadInput."""
+    A = A.detach().to(torch.float64)
+    _check_finite(A, "cholesky_bound")
+    if A.shape[1] < A.shape[2]:
+        A = A.mT
+    A = A.contiguous()
+    Bn, m, n = A.shape
+    tries = torch.zeros(Bn, dtype=torch.int32, device=A.device)
+    if A.numel() == 0:
+        out = torch.zeros(Bn, dtype=torch.float64, device=A.device)
+        return (out, tries) if return_tries else out
+    As, e, F2hi, nz = _scale(A)
+    G = _gram_sym(As)
+    theta = lanczos_max(G, steps).clamp_min(0)
+    theta = torch.maximum(theta, G.diagonal(dim1=1, dim2=2).amax(1))
+    lam = torch.full_like(theta, math.inf)
+    todo = nz & (theta > 0)           # (theta >= max diag > 0 for a nonzero matrix; else the Frobenius bound)
+    lam = torch.where(todo, lam, F2hi)
+    f = eps
+    while bool(todo.any()):
+        t = theta * (1 + f)
+        give_up = todo & (t >= F2hi)
+        lam = torch.where(give_up, F2hi, lam)
+        todo = todo & ~give_up
+        idx = todo.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        tries[idx] += 1
+        cand = cholesky_certify_torch(G[idx], t[idx], m, F2hi[idx])
+        done = torch.isfinite(cand)
+        lam[idx[done]] = cand[done]
+        todo[idx[done]] = False
+        f *= 4
+    out = _finish(torch.minimum(lam, F2hi), e, m, n)
+    out = torch.where(nz, out, torch.zeros_like(out))
+    return (out, torch.where(nz, tries, torch.zeros_like(tries))) if return_tries else out
+
+
+def cholesky_bound(A: torch.Tensor, steps: int = 20, eps: float = 2e-3, return_tries: bool = False):
+    """Certified upper bound on sigma_1 of each matrix of A [B, m, n] (or one [m, n] -> scalar); float64.
+
+    Shifted-Cholesky test (proof in the comment above `ETA_SLACK`): looseness ~eps / 2 when the Lanczos estimate
+    (`steps` steps) has converged, at most ~4^k eps / 2 after k failed attempts (each retry multiplies the shift
+    margin by 4), never above the Frobenius norm. Non-finite entries raise BadInput. Native CPU kernel for
+    matrices up to NATIVE_MAX_N on the smaller side (one matrix per core, in cache), else the torch reference
+    (any device). return_tries=True also returns the Cholesky attempts per matrix (int32 [B]; 0 means the
+    Frobenius bound was the tighter certificate).
+    """
+    single = A.dim() == 2
+    if single:
+        A = A.unsqueeze(0)
+    if A.dim() != 3:
+        raise ValueError(f"cholesky_bound wants [B, m, n] matrices, got shape {tuple(A.shape)}")
+    if steps < 1 or not 0 < eps < 1:
+        raise ValueError(f"cholesky_bound wants steps >= 1 and 0 < eps < 1, got {steps}, {eps}")
+    A = A.detach()
+    out = tries = None
+    if (use_native(A) and A.device.type == "cpu" and A.numel() > 0 and hasattr(_C, "spectral_chol_bound_f64")
+            and (min(A.shape[1], A.shape[2]) <= NATIVE_MAX_N or os.environ.get("NNCERT_KERNELS", "").lower() == "native")):
+        out, tries = _cholesky_bound_native(A, steps, eps)
+    if out is None:
+        out, tries = cholesky_bound_torch(A, steps, eps, return_tries=True)
+    if single:
+        out, tries = out[0], tries[0]
+    return (out, tries) if return_tries else out
+
+
+def _cholesky_bound_native(A: torch.Tensor, steps: int, eps: float, generic: bool = False):
+    A64 = A.to(torch.float64)
+    if A64.shape[1] < A64.shape[2]:
+        A64 = A64.mT
+    A64 = A64.contiguous()
+    B, m, n = A64.shape
+    out = torch.empty(B, dtype=torch.float64)
+    tries = torch.empty(B, dtype=torch.int32)
+    _C.spectral_chol_bound_f64(A64.data_ptr(), out.data_ptr(), tries.data_ptr(), B, m, n, int(steps), float(eps),
+                               torch.get_num_threads(), bool(generic))
+    if bool(torch.isnan(out).any()):
+        _check_finite(A64, "cholesky_bound")
+        raise RuntimeError("spectral_chol_bound_f64 returned NaN for finite input")  # pragma: no cover
+    return out, tries
+
+
 # ---------------------------------------------------------------------------------------------- certified: conv
 def dense_conv_kernel(W: torch.Tensor, dilation=(1, 1), groups: int = 1) -> torch.Tensor:
     """The equivalent dense kernel [Cout, Cin, dh(kh-1)+1, dw(kw-1)+1] of a dilated, grouped conv (exact copy)."""
