@@ -436,18 +436,46 @@ void backward_to_input(const Mlp<T>& net, Work<T>& w, int64_t R, int64_t top, co
   concretize_rows(w.lam.data(), w.bias.data(), R, net.dims[0], lo, hi, w.res.data());
 }
 
+// Hidden pre-activation bounds of one box, optional: layer k = 1..L-1 holds l [dims[k]] then u [dims[k]], layers
+// concatenated (2 * sum_k dims[k] values). `prior` (bounds known to hold on a box containing this one) are
+// intersected with the bounds computed here: the interval pre-bound and the CROWN rows (which then also keep the
+// interval); without a prior, CROWN rows replace the interval (auto_LiRPA's rule). `out` receives the final bounds.
+template <typename T>
+struct Inter {
+  const T* prior = nullptr;
+  T* out = nullptr;
+};
+
+template <typename T>
+void intersect(T* l, T* u, int64_t n, const T* prior) {
+  if (!prior) return;
+  for (int64_t i = 0; i < n; ++i) {
+    l[i] = std::max(l[i], prior[i]);
+    u[i] = std::min(u[i], prior[n + i]);
+  }
+}
+
 template <typename T>
 void crown_mlp_box(const Mlp<T>& net, const T* lo, const T* hi, const T* C, int64_t m, double min_sparsity, T* out_lo,
-                   T* out_hi, Work<T>& w) {
+                   T* out_hi, Inter<T> inter, Work<T>& w) {
   const int64_t L = net.L();
   w.rx.resize(std::max<int64_t>(L - 1, 0));
   w.l.resize(net.dims[1]);
   w.u.resize(net.dims[1]);
   interval_linear(lo, hi, net.W[0], net.b[0], net.dims[1], net.dims[0], w.l.data(), w.u.data());
+  int64_t off = 0;  // offset of layer k's bounds in the Inter buffers
   for (int64_t k = 1; k < L; ++k) {
-    relu_relax(w.l.data(), w.u.data(), net.dims[k], w.rx[k - 1]);
+    const int64_t nk = net.dims[k];
+    if (k == 1) intersect(w.l.data(), w.u.data(), nk, inter.prior);
+    if (inter.out) {
+      std::copy(w.l.begin(), w.l.begin() + nk, inter.out + off);
+      std::copy(w.u.begin(), w.u.begin() + nk, inter.out + off + nk);
+    }
+    off += 2 * nk;
+    relu_relax(w.l.data(), w.u.data(), nk, w.rx[k - 1]);
     if (k == L - 1) break;
-    const int64_t n = net.dims[k + 1], K = net.dims[k];
+    const int64_t n = net.dims[k + 1], K = nk;
+    const T* prior = inter.prior ? inter.prior + off : nullptr;
     w.rl.resize(K);
     w.ru.resize(K);
     for (int64_t i = 0; i < K; ++i) {
@@ -457,6 +485,7 @@ void crown_mlp_box(const Mlp<T>& net, const T* lo, const T* hi, const T* C, int6
     w.il.resize(n);
     w.iu.resize(n);
     interval_linear(w.rl.data(), w.ru.data(), net.W[k], net.b[k], n, K, w.il.data(), w.iu.data());
+    intersect(w.il.data(), w.iu.data(), n, prior);
     std::vector<int32_t>& rows = w.rows;
     rows.clear();
     for (int64_t i = 0; i < n; ++i)
@@ -483,8 +512,14 @@ void crown_mlp_box(const Mlp<T>& net, const T* lo, const T* hi, const T* C, int6
       }
       backward_to_input(net, w, 2 * r, k - 1, lo, hi);
       for (int64_t q = 0; q < r; ++q) {
-        w.il[rows[q]] = w.res[q];
-        w.iu[rows[q]] = -w.res[r + q];
+        const int64_t i = rows[q];
+        if (prior) {
+          w.il[i] = std::max(w.il[i], w.res[q]);
+          w.iu[i] = std::min(w.iu[i], -w.res[r + q]);
+        } else {
+          w.il[i] = w.res[q];
+          w.iu[i] = -w.res[r + q];
+        }
       }
     }
     std::swap(w.l, w.il);
@@ -547,7 +582,8 @@ T* P(uintptr_t p) {
 
 template <typename T>
 void crown_mlp_t(uintptr_t lo, uintptr_t hi, int64_t B, uintptr_t params, const std::vector<int64_t>& dims, uintptr_t C,
-                 bool batched, int64_t m, uintptr_t out_lo, uintptr_t out_hi, int nthreads, double min_sparsity) {
+                 bool batched, int64_t m, uintptr_t out_lo, uintptr_t out_hi, int nthreads, double min_sparsity,
+                 uintptr_t prior, uintptr_t inter_out) {
   Mlp<T> net;
   net.dims = dims;
   const T* p = P<const T>(params);
@@ -558,13 +594,19 @@ void crown_mlp_t(uintptr_t lo, uintptr_t hi, int64_t B, uintptr_t params, const 
     p += dims[k + 1];
   }
   const int64_t n0 = dims.front(), nL = dims.back();
+  int64_t H = 0;  // hidden pre-activation bounds per box (Inter layout)
+  for (size_t k = 1; k + 1 < dims.size(); ++k) H += 2 * dims[k];
   parallel_for(B, nthreads, [&](int, int64_t s, int64_t e) {
     // Reused across calls on the calling thread (batch-1 callers): no re-allocation / page faults per call.
     static thread_local Work<T> w;
     w.gemm.madds = 0;
-    for (int64_t b = s; b < e; ++b)
+    for (int64_t b = s; b < e; ++b) {
+      Inter<T> in;
+      if (prior) in.prior = P<const T>(prior) + b * H;
+      if (inter_out) in.out = P<T>(inter_out) + b * H;
       crown_mlp_box(net, P<const T>(lo) + b * n0, P<const T>(hi) + b * n0, P<const T>(C) + (batched ? b * m * nL : 0),
-                    m, min_sparsity, P<T>(out_lo) + b * m, P<T>(out_hi) + b * m, w);
+                    m, min_sparsity, P<T>(out_lo) + b * m, P<T>(out_hi) + b * m, in, w);
+    }
     g_crown_madds += w.gemm.madds;
   });
 }
@@ -609,16 +651,23 @@ void register_linear_bounds(py::module_& m) {
   m.def(
       "lb_crown_mlp",
       [](int dtype, uintptr_t lo, uintptr_t hi, int64_t B, uintptr_t params, std::vector<int64_t> dims, uintptr_t C,
-         int batched, int64_t mm, uintptr_t out_lo, uintptr_t out_hi, int nthreads, double min_sparsity) {
+         int batched, int64_t mm, uintptr_t out_lo, uintptr_t out_hi, int nthreads, double min_sparsity,
+         uintptr_t prior, uintptr_t inter_out) {
         check_dtype(dtype);
         if (dims.size() < 2) throw std::invalid_argument("lb_crown_mlp: need at least one layer");
         py::gil_scoped_release nogil;
         if (dtype == 0)
-          crown_mlp_t<double>(lo, hi, B, params, dims, C, batched != 0, mm, out_lo, out_hi, nthreads, min_sparsity);
+          crown_mlp_t<double>(lo, hi, B, params, dims, C, batched != 0, mm, out_lo, out_hi, nthreads, min_sparsity,
+                              prior, inter_out);
         else
-          crown_mlp_t<float>(lo, hi, B, params, dims, C, batched != 0, mm, out_lo, out_hi, nthreads, min_sparsity);
+          crown_mlp_t<float>(lo, hi, B, params, dims, C, batched != 0, mm, out_lo, out_hi, nthreads, min_sparsity,
+                             prior, inter_out);
       },
-      "CROWN bounds of C @ f(x) for a ReLU MLP over B boxes (see engine/kernels/linear_bounds.py)");
+      py::arg("dtype"), py::arg("lo"), py::arg("hi"), py::arg("B"), py::arg("params"), py::arg("dims"), py::arg("C"),
+      py::arg("batched"), py::arg("m"), py::arg("out_lo"), py::arg("out_hi"), py::arg("nthreads"),
+      py::arg("min_sparsity"), py::arg("prior") = 0, py::arg("inter_out") = 0,
+      "CROWN bounds of C @ f(x) for a ReLU MLP over B boxes (see engine/kernels/linear_bounds.py); optional hidden\n"
+      "pre-activation bounds: `prior` [B, H] to intersect with, `inter_out` [B, H] to receive them");
   m.def(
       "lb_crown_mlp_madds", [] { return g_crown_madds.exchange(0); },
       "multiply-adds of the matrix products lb_crown_mlp did since the last call (R * active * K per product)");

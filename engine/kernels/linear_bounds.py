@@ -82,25 +82,46 @@ def _interval_linear(lo, hi, W, b):
     return c - r, c + r
 
 
-def crown_mlp_torch(lo, hi, Ws, bs, C=None, min_sparsity: float = MIN_SPARSITY):
+def hidden_sizes(dims) -> int:
+    """Values per box of an MLP's hidden pre-activation bounds (layers 1..L-1, each l then u)."""
+    return 2 * sum(dims[1:-1])
+
+
+def _intersect(l, u, prior, off):
+    if prior is None:
+        return l, u
+    n = l.shape[1]
+    return torch.maximum(l, prior[:, off:off + n]), torch.minimum(u, prior[:, off + n:off + 2 * n])
+
+
+def crown_mlp_torch(lo, hi, Ws, bs, C=None, min_sparsity: float = MIN_SPARSITY, prior=None, keep_inter=False):
     """Reference CROWN on a ReLU MLP z1 = W1 x + b1, z_k = W_k relu(z_{k-1}) + b_k, output z_L.
 
     lo, hi [B, n0]; Ws[k] [n_k, n_{k-1}]; bs[k] [n_k] or None; C None, [m, n_L] or [B, m, n_L].
     Intermediate bounds: z1 by interval arithmetic (exact for one affine layer); for k >= 2 an interval
     pre-bound from the previous layer's bounds, then CROWN (backward to the input) for the rows `crown_rows`
     selects; the other neurons keep the interval. Returns (lower, upper) [B, m], unwidened.
+
+    Hidden pre-activation bounds [B, hidden_sizes(dims)] (layer by layer, l then u): `prior`, bounds valid on a
+    box containing each box (e.g. from its parent in branch and bound), is intersected with the interval
+    pre-bounds and with the CROWN rows (which then keep the interval too); keep_inter=True also returns the
+    final hidden bounds, as a third value.
     """
     B, dt = lo.shape[0], lo.dtype
     Ws = [W.to(dt) for W in Ws]
     bs = [None if b is None else b.to(dt) for b in bs]
     L = len(Ws)
     l, u = _interval_linear(lo, hi, Ws[0], bs[0])
-    relax = []
+    if L > 1:
+        l, u = _intersect(l, u, prior, 0)
+    relax, inter, off = [], [], 0
     for k in range(1, L):
+        inter += [l, u]
+        off += 2 * l.shape[1]
         relax.append(relu_relax(l, u))
         if k == L - 1:
             break
-        il, iu = _interval_linear(l.clamp(min=0), u.clamp(min=0), Ws[k], bs[k])
+        il, iu = _intersect(*_interval_linear(l.clamp(min=0), u.clamp(min=0), Ws[k], bs[k]), prior, off)
         use = crown_rows(il, iu, min_sparsity)
         idx = use.any(0).nonzero().flatten()
         if idx.numel():
@@ -111,9 +132,12 @@ def crown_mlp_torch(lo, hi, Ws, bs, C=None, min_sparsity: float = MIN_SPARSITY):
             lb = _backward_to_input(Lam, bias, Ws, bs, relax, k - 1, lo, hi)
             r = len(idx)
             u_idx = use[:, idx]
+            cl, cu = lb[:, :r], -lb[:, r:]
+            if prior is not None:
+                cl, cu = torch.maximum(cl, il[:, idx]), torch.minimum(cu, iu[:, idx])
             il, iu = il.clone(), iu.clone()
-            il[:, idx] = torch.where(u_idx, lb[:, :r], il[:, idx])
-            iu[:, idx] = torch.where(u_idx, -lb[:, r:], iu[:, idx])
+            il[:, idx] = torch.where(u_idx, cl, il[:, idx])
+            iu[:, idx] = torch.where(u_idx, cu, iu[:, idx])
         l, u = il, iu
     nL = Ws[-1].shape[0]
     if C is None:
@@ -128,7 +152,10 @@ def crown_mlp_torch(lo, hi, Ws, bs, C=None, min_sparsity: float = MIN_SPARSITY):
         res = concretize_box_torch(torch.cat([A, -A], 1), torch.cat([cb, -cb], 1), lo, hi)
     else:
         res = _backward_to_input(torch.cat([A, -A], 1), torch.cat([cb, -cb], 1), Ws, bs, relax, L - 2, lo, hi)
-    return res[:, :m], -res[:, m:]
+    out = res[:, :m], -res[:, m:]
+    if keep_inter:
+        out += (torch.cat(inter, 1) if inter else lo.new_zeros(B, 0),)
+    return out
 
 
 def _backward_to_input(Lam, bias, Ws, bs, relax, top, lo, hi):
@@ -222,13 +249,14 @@ def native_madds():
     return _C.lb_crown_mlp_madds() if _has("lb_crown_mlp_madds") else None
 
 
-def crown_mlp(lo, hi, Ws, bs, C=None, packed=None):
-    """CROWN bounds of C @ f(x) on a ReLU MLP over each box (semantics of crown_mlp_torch); native when available.
+def crown_mlp(lo, hi, Ws, bs, C=None, packed=None, prior=None, keep_inter=False):
+    """CROWN bounds of C @ f(x) on a ReLU MLP over each box (semantics of crown_mlp_torch, including `prior` and
+    `keep_inter`); native when available (prior/keep_inter: CPU only).
 
     packed: optional cached pack_mlp(Ws, bs, lo.dtype, lo.device) result.
     """
-    if not _native_ok(lo, "lb_crown_mlp"):
-        return crown_mlp_torch(lo, hi, Ws, bs, C)
+    if not _native_ok(lo, "lb_crown_mlp") or (lo.device.type == "cuda" and (prior is not None or keep_inter)):
+        return crown_mlp_torch(lo, hi, Ws, bs, C, prior=prior, keep_inter=keep_inter)
     dt, dev = lo.dtype, lo.device
     B = lo.shape[0]
     buf, dims = packed if packed is not None else pack_mlp(Ws, bs, dt, dev)
@@ -245,6 +273,13 @@ def crown_mlp(lo, hi, Ws, bs, C=None, packed=None):
             out_lo.data_ptr(), out_hi.data_ptr())
     if dev.type == "cuda":
         _C.lb_crown_mlp_cuda(*args, _stream(lo), MIN_SPARSITY)
-    else:
-        _C.lb_crown_mlp(*args, _threads(), MIN_SPARSITY)
-    return out_lo, out_hi
+        return out_lo, out_hi
+    H = hidden_sizes(dims)
+    if prior is not None:
+        prior = _c(prior.to(dt))
+        if prior.shape != (B, H):
+            raise ValueError(f"prior hidden bounds must be [{B}, {H}], got {list(prior.shape)}")
+    inter = torch.empty(B, H, dtype=dt) if keep_inter else None
+    _C.lb_crown_mlp(*args, _threads(), MIN_SPARSITY, 0 if prior is None else prior.data_ptr(),
+                    0 if inter is None else inter.data_ptr())
+    return (out_lo, out_hi) + ((inter,) if keep_inter else ())
