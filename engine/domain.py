@@ -100,6 +100,13 @@ class Domain:
         """
         raise NotImplementedError(f"domain {self.name!r} computes no bounds")
 
+    def bounds_refine(self, network, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor | None = None,
+                      state: torch.Tensor | None = None):
+        """`bounds` for search over nested boxes: (lo, hi, state). `state` [B, s] (or None) is what an earlier call
+        returned for a box containing each box (e.g. the parent in branch and bound); a domain may use it to
+        tighten the bounds, which stay sound for the box. The default keeps no state."""
+        return (*self.bounds(network, lower, upper, C), None)
+
     def certify(self, model, x: torch.Tensor, y: torch.Tensor, options: dict) -> list[dict]:
         """Per-sample certificates for inputs x [N, *input_shape] with labels y [N].
 

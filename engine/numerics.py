@@ -24,3 +24,15 @@ def refuted(upper: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     four times that as slack, so a row is refuted only when the exact sum is negative.
     """
     return upper + d + 4 * 2.0 ** -53 * (upper.abs() + d.abs()) < 0
+
+
+def refuted_combination(upper: torch.Tensor, lam: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Per [B, G] entry: upper + sum_r lam_r d_r < 0 in exact arithmetic, where `upper` is a sound (widened) upper
+    bound of sum_r lam_r C_r y, lam [B, G, m] >= 0 and d [m] the rows' constants as read from the spec.
+
+    The float64 products and the m-term sum err by at most (m + 1) 2^-53 sum_r lam_r |d_r|, the decimal rounding
+    of each d_r by 2^-53 |d_r|; the slack is twice that plus the final addition's error, as in `refuted`."""
+    dsum = lam @ d
+    mag = lam @ d.abs()
+    m = d.shape[0]
+    return upper + dsum + 2 * 2.0 ** -53 * (2 * upper.abs() + (m + 2) * mag + dsum.abs()) < 0

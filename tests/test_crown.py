@@ -320,3 +320,105 @@ def test_cuda_crown_mlp_parity(dtype):
     torch.cuda.synchronize()
     for a, b in zip(r1, g1):
         torch.testing.assert_close(b.cpu(), a, **tol)
+
+
+# ---------------------------------------------------------------------------------- nested boxes (branch and bound)
+
+def _forward(Ws, bs, x):
+    h = x
+    for i, (W, b) in enumerate(zip(Ws, bs)):
+        h = h @ W.T + b
+        if i < len(Ws) - 1:
+            h = h.clamp(min=0)
+    return h
+
+
+def _parent_and_children(n0, seed, B=8):
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.randn(B, n0, generator=g, dtype=F64)
+    hi = lo + torch.rand(B, n0, generator=g, dtype=F64) * 2
+    dim = torch.randint(0, n0, (B,), generator=g)
+    mid = ((lo + hi) / 2)[torch.arange(B), dim]
+    clo = lo.clone()
+    clo[torch.arange(B), dim] = mid                       # the upper half along one input
+    return lo, hi, clo
+
+
+@pytest.mark.parametrize("sizes", [(5, 50, 50, 50, 5), (6, 20, 30, 20, 4), (7, 3)])
+def test_hidden_bounds_state_parity_and_soundness(monkeypatch, sizes):
+    """crown_mlp with a parent's hidden bounds as prior: native equals torch, child bounds are sound by
+    sampling, and its hidden bounds lie inside the parent's."""
+    Ws, bs = _mlp(sizes, 3)
+    lo, hi, clo = _parent_and_children(sizes[0], 4)
+    C = torch.randn(3, sizes[-1], dtype=F64)
+    parent = lb.crown_mlp_torch(lo, hi, Ws, bs, C, keep_inter=True)
+    ref = lb.crown_mlp_torch(clo, hi, Ws, bs, C, prior=parent[2], keep_inter=True)
+    if kernels.native_available() and hasattr(kernels._C, "lb_crown_mlp"):
+        monkeypatch.setenv("NNCERT_KERNELS", "native")
+        nat_parent = lb.crown_mlp(lo, hi, Ws, bs, C, keep_inter=True)
+        nat = lb.crown_mlp(clo, hi, Ws, bs, C, prior=nat_parent[2], keep_inter=True)
+        for a, b in zip(parent + ref, nat_parent + nat):
+            torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
+    H = lb.hidden_sizes([sizes[0], *sizes[1:]])
+    assert ref[2].shape == (lo.shape[0], H)
+    off = 0
+    for n in sizes[1:-1]:   # the child's hidden bounds are inside the parent's (intersection)
+        assert (ref[2][:, off:off + n] >= parent[2][:, off:off + n]).all()
+        assert (ref[2][:, off + n:off + 2 * n] <= parent[2][:, off + n:off + 2 * n]).all()
+        off += 2 * n
+    for b in range(lo.shape[0]):
+        x = box_samples(clo[b], hi[b], 2000, seed=b)
+        y = _forward(Ws, bs, x) @ C.T
+        assert (y >= ref[0][b] - 1e-9).all() and (y <= ref[1][b] + 1e-9).all()
+
+
+def test_bounds_refine_state_on_acasxu(crown):
+    """The domain's bounds_refine on sub-boxes with the parent's state: sound by sampling on a real network."""
+    bench_dir, recs = _records("acasxu")
+    rec = recs[0]
+    net = _load(bench_dir, rec["onnx"], {}).to(F64)
+    lo = torch.tensor(rec["lower_in"], dtype=F64)[None]
+    hi = torch.tensor(rec["upper_in"], dtype=F64)[None]
+    _, _, state = crown.bounds_refine(net, lo, hi)
+    assert state is not None
+    mid = (lo + hi) / 2
+    for dim in range(lo.shape[1]):
+        for half in (0, 1):
+            clo, chi = lo.clone(), hi.clone()
+            (chi if half == 0 else clo)[0, dim] = mid[0, dim]
+            l, u, _ = crown.bounds_refine(net, clo, chi, state=state)
+            x = box_samples(clo[0], chi[0], 1000, seed=dim)
+            y = net.forward_flat(x)
+            assert (y >= l - 1e-9).all() and (y <= u + 1e-9).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_conjunction_optimiser_sound_and_not_looser(crown, seed):
+    """refute_conjunctions: its bound of sum_r lam_r (C_r y + d_r) is >= that sum at every sampled point (sound),
+    never above the best single-row CROWN bound of the disjunct, and `refuted` only when sampling agrees."""
+    from nncert.engine.numerics import refuted
+    from netgen import random_mlp
+    net = random_mlp((5, 30, 30, 30, 4), seed=seed).to(F64)
+    g = torch.Generator().manual_seed(seed)
+    B = 16
+    lo = torch.rand(B, 5, generator=g, dtype=F64) - 0.5
+    hi = lo + torch.rand(B, 5, generator=g, dtype=F64) * 0.3
+    # two disjuncts: "y0 is the largest" (3 rows) and "y1 >= y2 + t" (1 row)
+    C = torch.tensor([[1, -1, 0, 0], [1, 0, -1, 0], [1, 0, 0, -1], [0, 1, -1, 0]], dtype=F64)
+    y_mid = net.forward_flat((lo + hi) / 2)
+    d = torch.tensor([0.0, 0.0, 0.0, float((y_mid[:, 2] - y_mid[:, 1]).median())], dtype=F64)
+    owner = torch.tensor([0, 0, 0, 1])
+    _, ub, state = crown.bounds_refine(net, lo, hi, C)
+    ref, value = crown.refute_conjunctions(net, lo, hi, C, d, owner, state)
+    plain = torch.stack([(ub + d)[:, owner == k].amin(1) for k in range(2)], 1)
+    assert (value <= plain + 1e-9 * (1 + plain.abs())).all()
+    row_refuted = torch.stack([refuted(ub, d)[:, owner == k].any(1) for k in range(2)], 1)
+    assert (ref | ~row_refuted).all()        # whatever a single row refutes, the optimiser refutes too
+    for b in range(B):
+        x = box_samples(lo[b], hi[b], 3000, seed=b)
+        s = net.forward_flat(x) @ C.T + d                                 # [N, m]
+        for k in range(2):
+            rows = s[:, owner == k]
+            if bool(ref[b, k]):                                           # refuted: no sample meets every row
+                assert not bool((rows >= 0).all(1).any())
+            assert float(rows.min(1).values.max()) <= float(value[b, k]) + 1e-9

@@ -18,9 +18,10 @@ import torch
 from nncert.engine.domain import Domain
 from nncert.engine.errors import BadInput
 from nncert.engine.kernels import linear_bounds as lb
-from nncert.engine.numerics import widen
+from nncert.engine.numerics import refuted_combination, widen
 from nncert.plugins.ibp import RULES as IBP_RULES
 
+from .alpha import ITERS, optimise_conjunctions
 from .propagate import concretize_box, concretize_l2, crown_bounds
 from .rules import RULES
 
@@ -138,6 +139,42 @@ class Crown(Domain):
             Cm = _check_C(C, B, network.n_outputs, dt, dev)
             out = crown_bounds(network, self.op_rules, IBP_RULES, lower, upper, concretize_box(lower, upper), Cm)
         return widen(*out)
+
+    def bounds_refine(self, network, lower, upper, C=None, state=None):
+        """Bounds with state (see Domain.bounds_refine): for ReLU MLPs the state is the boxes' hidden pre-activation
+        bounds, intersected with those of the next call on sub-boxes (CROWN is not monotone in the box, so a
+        sub-box alone can bound looser than its parent). Other networks keep no state."""
+        view = self._mlp_view(network)
+        if view is None:
+            return (*self.bounds(network, lower, upper, C), None)
+        self.check_network(network)
+        _check_box(network, lower, upper)
+        B, dt, dev = lower.shape[0], lower.dtype, lower.device
+        Cm = None if C is None else _check_C(C, B, network.n_outputs, dt, dev)
+        lo, hi = view.map_box(lower, upper.to(dt))
+        lo_out, hi_out, inter = lb.crown_mlp(lo, hi, view.Ws, view.bs, Cm, packed=view.packed(dt, dev), prior=state,
+                                             keep_inter=True)
+        return (*widen(lo_out, hi_out), inter)
+
+    def refute_conjunctions(self, network, lower, upper, C, d, owner, state, iters: int = ITERS):
+        """For ReLU MLPs with hidden bounds `state` (from bounds_refine on these boxes): per box and disjunct
+        {C_r y + d_r >= 0 for the rows r with owner[r] = k}, (refuted [B, G] bool, value [B, G]) where refuted means
+        the disjunct is proven empty on the box and value is the bound of sum_r lam_r (C_r y + d_r) found
+        (plugins.crown.alpha; its lam optimised, < 0 when refuted up to rounding). None for other networks.
+
+        The combined row sum_r lam_r C_r W_L is formed in float64 like every CROWN row; the domain's widening
+        covers its rounding as it does the kernels' (engine.numerics)."""
+        view = self._mlp_view(network)
+        if view is None or state is None:
+            return None
+        dt = lower.dtype
+        lo, hi = view.map_box(lower, upper.to(dt))
+        Ws = [W.to(dt) for W in view.Ws]
+        bs = [None if b is None else b.to(dt) for b in view.bs]
+        with torch.enable_grad():
+            u, lam = optimise_conjunctions(Ws, bs, lo, hi, state, C.to(dt), d.to(dt), owner, iters)
+        u = widen(u, u)[1]
+        return refuted_combination(u, lam, d.to(dt)), u + lam @ d.to(dt)
 
     def bounds_l2(self, network, center, eps, C=None):
         """Sound (widened) bounds [B, m] of C @ f(x) over each l2 ball ||x - center[b]||_2 <= eps[b].
