@@ -9,23 +9,26 @@ import time
 
 import torch
 
+from .optim import Adam
 from .spec import Case
 
 
 def pgd_case(network, case: Case, restarts: int = 32, steps: int = 60, seed: int = 0,
-             deadline: float | None = None) -> torch.Tensor:
-    """Search one case for inputs that satisfy a disjunct: for each disjunct, `restarts` starts ascend
-    min_rows(C y + d) by signed gradient steps projected onto the box (step halved every 15 steps).
-    Returns the points whose objective reached >= 0 (float64, flat [K, n]), possibly none; stops early."""
+             deadline: float | None = None, lr: float = 0.02) -> torch.Tensor:
+    """Search one case for inputs that satisfy a disjunct: for each disjunct, `restarts` starts (the box centre
+    and uniform points) ascend min_rows(C y + d) with Adam on box-normalised coordinates u = (x - lo) / width,
+    clamped to [0, 1], the step size decaying linearly to zero. Returns the points whose objective reached >= 0
+    (float64, flat [K, n]), possibly none; stops early at the first hit or at the deadline."""
     box = case.input_set.bounding_box()
     lo, hi = box.lower, box.upper
     width = hi - lo
     n_dj = len(case.disjuncts)
     g = torch.Generator().manual_seed(seed)
     net = network.to(torch.float64)
-    x = lo + torch.rand(n_dj * restarts, lo.numel(), generator=g, dtype=torch.float64) * width
-    x[::restarts] = box.center
-    step = width / 4
+    u = torch.rand(n_dj * restarts, lo.numel(), generator=g, dtype=torch.float64)
+    u[::restarts] = 0.5
+    u.requires_grad_(True)
+    opt = Adam([u], lr)
 
     def objective(x):
         y = net.forward_flat(x).reshape(n_dj, restarts, -1)
@@ -34,14 +37,12 @@ def pgd_case(network, case: Case, restarts: int = 32, steps: int = 60, seed: int
     for it in range(steps + 1):
         if deadline is not None and time.perf_counter() > deadline:
             break
-        x.requires_grad_(True)
+        x = lo + u * width
         v = objective(x)
         hit = v.detach() >= 0
         if bool(hit.any()) or it == steps:
             return x.detach()[hit]
-        (grad,) = torch.autograd.grad(v.sum(), x)
+        opt.step(torch.autograd.grad(-v.sum(), u), lr=lr * (1 - it / (steps + 1)))
         with torch.no_grad():
-            x = torch.max(torch.min(x + step * grad.sign(), hi), lo)
-        if it % 15 == 14:
-            step = step / 2
+            u.clamp_(0, 1)
     return lo.new_zeros(0, lo.numel())

@@ -1,10 +1,22 @@
 """Input-splitting branch and bound for low-dimensional inputs (e.g. ACAS Xu's 5).
 
-Sub-boxes are bounded in large batches with a chain of sound domains, cheapest first (each later domain only sees
-the boxes the earlier ones left open); a sub-box is closed when every disjunct of the unsafe set has a row whose
-upper bound of C @ y + d is < 0 there. Open sub-boxes are split in half along the
-input with the largest "smear" width_i * sum_rows |d(C_row y)/dx_i| at the sub-box centre, and their centres are
-tried as counterexamples (re-checked on the real model before `sat`). `unsat` requires every sub-box closed.
+A sub-box is *closed* when every disjunct of the unsafe set has a row whose sound upper bound of C @ y + d is < 0
+there (engine.numerics.refuted); `unsat` requires every sub-box closed. Boxes are bounded in large batches with a
+chain of sound domains, cheapest first: each later domain only sees the boxes the earlier ones left open, and a
+row's upper bound is the smallest any domain gave on the box or on any box containing it (all are sound; CROWN is
+not monotone in the box, so a child can bound worse than its parent).
+
+Splitting is *strong branching*: each open box is bisected along each of its candidate inputs (all of them when
+there are at most SB_DIMS, else the SB_DIMS with the largest smear width_i * sum_rows |d(C_row y)/dx_i| at the
+centre), every child is bounded, and the box keeps the split with the fewest open children, ties broken by the
+smallest sum of open slack (per child, the largest over open disjuncts of the disjunct's smallest row bound of
+C y + d). Gradient- and linear-bound-based scores alone miss inputs that switch ReLU phases while moving the
+output little; bounding the children measures the gain directly, and the chosen children's bounds are kept, so
+only the rejected children are extra work.
+
+Open boxes are kept on a stack (newest first, so memory stays bounded); the centres of open boxes are tried as
+counterexamples, and once the search has run for `attack_after` seconds an optional stronger attack runs once
+(every candidate re-checked on the real model before `sat`).
 """
 from __future__ import annotations
 
@@ -14,7 +26,9 @@ from dataclasses import dataclass
 import torch
 
 from .numerics import refuted
-from .spec import Case, Spec
+from .spec import Spec
+
+SB_DIMS = 8   # inputs tried per split (strong branching)
 
 
 @dataclass
@@ -25,66 +39,144 @@ class BabOutcome:
     max_depth: int = 0
 
 
-def _smear_split(net, lo, hi, C, open_rows):
-    """Index of the input to split for each box [B]: argmax width * sum over open rows of |gradient|."""
+def _smear(net, lo, hi, C):
+    """width_i * sum_rows |d(C_row y)/dx_i| at each box centre, [B, n]."""
     x = ((lo + hi) / 2).requires_grad_(True)
     y = net.forward_flat(x)
     score = torch.zeros_like(lo)
     for r in range(C.shape[0]):
-        mask = open_rows[:, r]
-        if not bool(mask.any()):
-            continue
-        (g,) = torch.autograd.grad((y @ C[r]).sum(), x, retain_graph=True)
-        score += g.abs() * mask[:, None]
-    score = score.detach() * (hi - lo)
-    # a box whose gradients vanish still needs splitting: fall back to the widest input
-    flat = score.sum(1) <= 0
-    score[flat] = (hi - lo)[flat]
-    return score.argmax(1)
+        (g,) = torch.autograd.grad((y @ C[r]).sum(), x, retain_graph=r + 1 < C.shape[0])
+        score += g.abs()
+    return score.detach() * (hi - lo)
 
 
-def _refuted(domains, net, lo, hi, C, d, owner, n_dj):
-    """[B, n_dj] bool: disjunct proven empty on each box, trying the domains in order on the still-open boxes."""
-    closed = torch.zeros(lo.shape[0], n_dj, dtype=torch.bool)
-    idx = torch.arange(lo.shape[0])
-    for dom in domains:
-        if not len(idx):
-            break
-        _, ub = dom.bounds(net, lo[idx], hi[idx], C)
-        rows = refuted(ub, d)                                                        # [b, m]
-        closed[idx] |= torch.stack([rows[:, owner == k].any(1) for k in range(n_dj)], 1)
-        idx = idx[~closed[idx].all(1)]
-    return closed
+class _Problem:
+    """One case's rows: C [m, n_out], d [m], owner [m] (disjunct of each row)."""
+
+    def __init__(self, case):
+        self.C = torch.cat([dj.C for dj in case.disjuncts])
+        self.d = torch.cat([dj.d for dj in case.disjuncts])
+        self.owner = torch.cat([torch.full((dj.C.shape[0],), k) for k, dj in enumerate(case.disjuncts)])
+        self.n_dj = len(case.disjuncts)
+
+    def per_disjunct(self, rows: torch.Tensor, reduce) -> torch.Tensor:
+        """[B, m] -> [B, n_dj] by reducing each disjunct's rows."""
+        return torch.stack([reduce(rows[:, self.owner == k]) for k in range(self.n_dj)], 1)
+
+    def bound(self, domains, net, lo, hi, known=None):
+        """Bound each box [B, n] with the domain chain. known: what an earlier call returned for boxes containing
+        them (ub [B, m], states: one per domain, [B, s] or None), or None.
+
+        Returns (closed [B], slack [B], known): closed when every disjunct is refuted; slack the largest, over the
+        disjuncts left open, of the disjunct's smallest row bound of C y + d (-inf when closed); known the
+        smallest sound upper bound of C y found so far and each domain's state (a domain that did not run on a
+        box keeps the state it was given)."""
+        B = lo.shape[0]
+        if known is None:
+            known = (lo.new_full((B, self.C.shape[0]), float("inf")), [None] * len(domains))
+        ub, states = known[0].clone(), list(known[1])
+        done = torch.zeros(B, self.n_dj, dtype=torch.bool)
+        idx = torch.arange(B)
+        for i, dom in enumerate(domains):
+            if not len(idx):
+                break
+            st = states[i]
+            _, u, new = dom.bounds_refine(net, lo[idx], hi[idx], self.C, None if st is None else st[idx])
+            if new is not None:
+                if st is None:
+                    st = new.new_full((B, new.shape[1]), float("nan"))
+                st = st.clone()
+                st[idx] = new
+            states[i] = st
+            ub[idx] = torch.minimum(ub[idx], u)
+            done[idx] = self.per_disjunct(refuted(ub[idx], self.d), lambda r: r.any(1))
+            idx = idx[~done[idx].all(1)]
+        per_dj = self.per_disjunct(ub + self.d, lambda r: r.amin(1))
+        refine = getattr(domains[-1], "refute_conjunctions", None)
+        if refine is not None and len(idx) and states[-1] is not None:
+            out = refine(net, lo[idx], hi[idx], self.C, self.d, self.owner, states[-1][idx])
+            if out is not None:
+                done[idx] |= out[0]
+                per_dj[idx] = torch.minimum(per_dj[idx], out[1])
+        slack = per_dj.masked_fill(done, -float("inf")).amax(1)
+        return done.all(1), slack, (ub, states)
 
 
-def bab_case(domains, net, spec: Spec, case: Case, deadline: float, recheck, batch: int = 2048,
-             max_boxes: int = 2_000_000) -> BabOutcome:
+def _children(lo, hi, dims):
+    """Both halves of each box [B, n] along each of its candidate inputs dims [B, k]: lo, hi [B, k, 2, n]."""
+    B, n = lo.shape
+    k = dims.shape[1]
+    clo = lo[:, None, None, :].expand(B, k, 2, n).clone()
+    chi = hi[:, None, None, :].expand(B, k, 2, n).clone()
+    mid = ((lo.gather(1, dims) + hi.gather(1, dims)) / 2)                       # [B, k]
+    b = torch.arange(B)[:, None].expand(B, k)
+    j = torch.arange(k)[None, :].expand(B, k)
+    chi[b, j, 0, dims] = mid
+    clo[b, j, 1, dims] = mid
+    return clo, chi
+
+
+def _cat(entries):
+    """Concatenate stack entries (tuples of [B, ...] tensors or None) field by field."""
+    return tuple(None if f[0] is None else torch.cat(f) for f in zip(*entries))
+
+
+def _take(entry, index):
+    return tuple(None if t is None else t[index] for t in entry)
+
+
+def bab_case(domains, net, spec: Spec, case, deadline: float, recheck, batch: int = 1024,
+             max_boxes: int = 2_000_000, attack=None, attack_after: float = 2.0) -> BabOutcome:
+    prob = _Problem(case)
     box = case.input_set.bounding_box()
-    C = torch.cat([dj.C for dj in case.disjuncts])
-    d = torch.cat([dj.d for dj in case.disjuncts])
-    owner = torch.cat([torch.full((dj.C.shape[0],), k) for k, dj in enumerate(case.disjuncts)])
-    n_dj = len(case.disjuncts)
-    los, his, depths = [box.lower[None]], [box.upper[None]], [torch.zeros(1, dtype=torch.long)]
-    out = BabOutcome("unknown")
     single = Spec([case], spec.n_inputs, spec.n_outputs)
-    while los:
+    out = BabOutcome("unknown")
+    n = box.lower.numel()
+    k = min(n, SB_DIMS)
+    lo, hi = box.lower[None], box.upper[None]
+    root_width = (hi - lo).clamp(min=torch.finfo(hi.dtype).tiny)
+    closed, _, (ub, states) = prob.bound(domains, net, lo, hi)
+    out.boxes = 1
+    if bool(closed.all()):
+        out.verdict = "unsat"
+        return out
+    # a stack entry: (lo, hi, depth, ub, one state per domain), each [b, ...] or None
+    stack = [(lo, hi, torch.zeros(1, dtype=torch.long), ub, *states)]
+    attack_at = time.perf_counter() + attack_after
+    while stack:
         if time.perf_counter() > deadline:
             out.verdict = "timeout"
             return out
-        lo, hi, dep = torch.cat(los), torch.cat(his), torch.cat(depths)
-        los, his, depths = [lo[batch:]], [hi[batch:]], [dep[batch:]]
-        lo, hi, dep = lo[:batch], hi[:batch], dep[:batch]
-        if los[0].shape[0] == 0:
-            los, his, depths = [], [], []
-        out.boxes += lo.shape[0]
-        out.max_depth = max(out.max_depth, int(dep.max()))
-        refuted_dj = _refuted(domains, net, lo, hi, C, d, owner, n_dj)
-        open_box = ~refuted_dj.all(1)
-        if not bool(open_box.any()):
+        entry = _cat(stack)
+        stack = [_take(entry, slice(batch, None))] if entry[0].shape[0] > batch else []
+        lo, hi, dep, ub, *states = _take(entry, slice(0, batch))
+        B = lo.shape[0]
+        if k < n:
+            dims = _smear(net, lo, hi, prob.C).topk(k, 1).indices
+        else:
+            dims = torch.arange(n).expand(B, n)
+        clo, chi = _children(lo, hi, dims)
+        parent = torch.arange(B)[:, None, None].expand(B, k, 2).reshape(-1)          # each child's parent
+        known = (ub[parent], [None if st is None else st[parent] for st in states])
+        c_closed, c_slack, (c_ub, c_states) = prob.bound(domains, net, clo.reshape(-1, n), chi.reshape(-1, n), known)
+        out.boxes += B * k * 2
+        score = c_slack.reshape(B, k, 2).clamp(min=0).sum(2)                       # closed children count 0
+        tie = score <= score.amin(1, keepdim=True) * (1 + 1e-9)
+        rel = ((hi - lo) / root_width).gather(1, dims)                              # relative width of each input
+        best = torch.where(tie, rel, -1.0).argmax(1)                                # ties: the widest input
+        chosen = (torch.arange(B) * k + best)[:, None] * 2 + torch.arange(2)        # flat child index [B, 2]
+        chosen = chosen.reshape(-1)[~c_closed[chosen.reshape(-1)]]
+        if not len(chosen):
             continue
-        lo, hi, dep, refuted_dj = lo[open_box], hi[open_box], dep[open_box], refuted_dj[open_box]
-        # try the centres of open boxes as counterexamples
-        centre = (lo + hi) / 2
+        nlo, nhi = clo.reshape(-1, n)[chosen], chi.reshape(-1, n)[chosen]
+        ndep = dep[parent[chosen]] + 1
+        out.max_depth = max(out.max_depth, int(ndep.max()))
+        if attack is not None and time.perf_counter() > attack_at:
+            cex, attack = attack(case), None
+            if cex is not None:
+                out.verdict, out.counterexample = "sat", cex
+                return out
+        centre = (nlo + nhi) / 2
         with torch.no_grad():
             hits = single.unsafe(centre, net.forward_flat(centre))
         if bool(hits.any()):
@@ -92,28 +184,22 @@ def bab_case(domains, net, spec: Spec, case: Case, deadline: float, recheck, bat
             if cex is not None:
                 out.verdict, out.counterexample = "sat", cex
                 return out
-        open_rows = ~refuted_dj[:, owner]
-        dim = _smear_split(net, lo, hi, C, open_rows)
-        mid = centre.gather(1, dim[:, None])[:, 0]
-        rows = torch.arange(lo.shape[0])
-        hi_left, lo_right = hi.clone(), lo.clone()
-        hi_left[rows, dim] = mid
-        lo_right[rows, dim] = mid
-        los.insert(0, torch.cat([lo, lo_right]))
-        his.insert(0, torch.cat([hi_left, hi]))
-        depths.insert(0, torch.cat([dep + 1, dep + 1]))
-        if sum(t.shape[0] for t in los) > max_boxes:
+        stack.insert(0, (nlo, nhi, ndep, *_take((c_ub, *c_states), chosen)))
+        if sum(t[0].shape[0] for t in stack) > max_boxes:
             return out
     out.verdict = "unsat"
     return out
 
 
-def input_split_bab(domains, network, spec: Spec, deadline: float, recheck, batch: int = 2048) -> BabOutcome:
-    """Run branch and bound over every case; unsat only if every case closes."""
+def input_split_bab(domains, network, spec: Spec, deadline: float, recheck, batch: int = 1024,
+                    attack=None) -> BabOutcome:
+    """Run branch and bound over every case; unsat only if every case closes.
+
+    attack: optional callable(case) -> re-checked counterexample or None, run once per case after a while."""
     net = network.to(torch.float64)
     total = BabOutcome("unsat")
     for case in spec.cases:
-        o = bab_case(domains, net, spec, case, deadline, recheck, batch)
+        o = bab_case(domains, net, spec, case, deadline, recheck, batch, attack=attack)
         total.boxes += o.boxes
         total.max_depth = max(total.max_depth, o.max_depth)
         if o.verdict != "unsat":

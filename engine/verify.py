@@ -21,6 +21,7 @@ from .spec import Box, Case, Spec
 AUTO_ORDER = ("ibp", "crown")
 BAB_MAX_INPUTS = 16          # input splitting only pays in low dimension
 DEFAULT_BAB_SECONDS = 60.0   # complete-search budget when verify() is given no timeout
+PGD_RESTARTS, PGD_STEPS = 128, 100   # falsification effort per disjunct; branch and bound adds one 8x stronger run
 
 
 def check_compatible(network, spec: Spec) -> None:
@@ -166,7 +167,7 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
     if attack:
         from .attack import pgd_case
         for case in spec.cases:
-            cand = pgd_case(network, case, deadline=deadline)
+            cand = pgd_case(network, case, restarts=PGD_RESTARTS, steps=PGD_STEPS, deadline=deadline)
             if len(cand):
                 cex = recheck(network, spec, cand)
                 if cex is not None:
@@ -181,7 +182,13 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
         from .bab import input_split_bab
         if timeout is None:
             deadline = t0 + DEFAULT_BAB_SECONDS
-        out = input_split_bab(domains, network, spec, deadline, lambda x: recheck(network, spec, x))
+        from .attack import pgd_case
+
+        def strong_attack(case):
+            cand = pgd_case(network, case, restarts=8 * PGD_RESTARTS, steps=PGD_STEPS, seed=1, deadline=deadline)
+            return recheck(network, spec, cand) if len(cand) else None
+        out = input_split_bab(domains, network, spec, deadline, lambda x: recheck(network, spec, x),
+                              attack=strong_attack if attack else None)
         if out.verdict in ("sat", "unsat"):
             return done(Verdict(out.verdict), "bab+" + "+".join(names), out.counterexample, boxes=out.boxes,
                         depth=out.max_depth)
