@@ -63,7 +63,11 @@ class _Problem:
         """[B, m] -> [B, n_dj] by reducing each disjunct's rows."""
         return torch.stack([reduce(rows[:, self.owner == k]) for k in range(self.n_dj)], 1)
 
-    def bound(self, domains, net, lo, hi, known=None):
+    def open_disjuncts(self, ub):
+        """[B, n_dj] bool: disjuncts that no row's upper bound ub [B, m] of C y refutes."""
+        return ~self.per_disjunct(refuted(ub, self.d), lambda r: r.any(1))
+
+    def bound(self, domains, net, lo, hi, known=None, optimise=True):
         """Bound each box [B, n] with the domain chain. known: what an earlier call returned for boxes containing
         them (ub [B, m], states: one per domain, [B, s] or None), or None.
 
@@ -89,17 +93,24 @@ class _Problem:
                 st[idx] = new
             states[i] = st
             ub[idx] = torch.minimum(ub[idx], u)
-            done[idx] = self.per_disjunct(refuted(ub[idx], self.d), lambda r: r.any(1))
+            done[idx] = ~self.open_disjuncts(ub[idx])
             idx = idx[~done[idx].all(1)]
         per_dj = self.per_disjunct(ub + self.d, lambda r: r.amin(1))
-        refine = getattr(domains[-1], "refute_conjunctions", None)
-        if refine is not None and len(idx) and states[-1] is not None:
-            out = refine(net, lo[idx], hi[idx], self.C, self.d, self.owner, states[-1][idx])
-            if out is not None:
-                done[idx] |= out[0]
-                per_dj[idx] = torch.minimum(per_dj[idx], out[1])
+        if optimise:
+            self.optimise(domains, net, lo, hi, idx, states, done, per_dj)
         slack = per_dj.masked_fill(done, -float("inf")).amax(1)
         return done.all(1), slack, (ub, states)
+
+    def optimise(self, domains, net, lo, hi, idx, states, done, per_dj):
+        """Where the last domain offers `refute_conjunctions` (CROWN on MLPs), run it on the boxes idx for their
+        open disjuncts, updating done and per_dj [B, n_dj] in place."""
+        refine = getattr(domains[-1], "refute_conjunctions", None)
+        if refine is None or not len(idx) or states[-1] is None:
+            return
+        out = refine(net, lo[idx], hi[idx], self.C, self.d, self.owner, states[-1][idx], todo=~done[idx])
+        if out is not None:
+            done[idx] |= out[0]
+            per_dj[idx] = torch.minimum(per_dj[idx], out[1])
 
 
 def _children(lo, hi, dims):
@@ -158,7 +169,8 @@ def bab_case(domains, net, spec: Spec, case, deadline: float, recheck, batch: in
         clo, chi = _children(lo, hi, dims)
         parent = torch.arange(B)[:, None, None].expand(B, k, 2).reshape(-1)          # each child's parent
         known = (ub[parent], [None if st is None else st[parent] for st in states])
-        c_closed, c_slack, (c_ub, c_states) = prob.bound(domains, net, clo.reshape(-1, n), chi.reshape(-1, n), known)
+        clo, chi = clo.reshape(-1, n), chi.reshape(-1, n)
+        c_closed, c_slack, (c_ub, c_states) = prob.bound(domains, net, clo, chi, known)
         out.boxes += B * k * 2
         score = c_slack.reshape(B, k, 2).clamp(min=0).sum(2)                       # closed children count 0
         tie = score <= score.amin(1, keepdim=True) * (1 + 1e-9)
@@ -168,7 +180,7 @@ def bab_case(domains, net, spec: Spec, case, deadline: float, recheck, batch: in
         chosen = chosen.reshape(-1)[~c_closed[chosen.reshape(-1)]]
         if not len(chosen):
             continue
-        nlo, nhi = clo.reshape(-1, n)[chosen], chi.reshape(-1, n)[chosen]
+        nlo, nhi = clo[chosen], chi[chosen]
         ndep = dep[parent[chosen]] + 1
         out.max_depth = max(out.max_depth, int(ndep.max()))
         if attack is not None and time.perf_counter() > attack_at:

@@ -14,8 +14,9 @@ class Adam:
         self.v = [torch.zeros_like(p) for p in self.params]
 
     @torch.no_grad()
-    def step(self, grads, lr: float | None = None):
-        """One update of every parameter from its gradient (NaN gradients count as 0)."""
+    def step(self, grads, lr=None):
+        """One update of every parameter from its gradient (NaN gradients count as 0); lr, a float or a tensor
+        broadcasting against the parameters, overrides the step size for this update."""
         self.t += 1
         lr = self.lr if lr is None else lr
         c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t

@@ -21,7 +21,7 @@ from .spec import Box, Case, Spec
 AUTO_ORDER = ("ibp", "crown")
 BAB_MAX_INPUTS = 16          # input splitting only pays in low dimension
 DEFAULT_BAB_SECONDS = 60.0   # complete-search budget when verify() is given no timeout
-PGD_RESTARTS, PGD_STEPS = 128, 100   # falsification effort per disjunct; branch and bound adds one 8x stronger run
+PGD_RESTARTS, PGD_STEPS = 512, 100   # falsification effort per disjunct; branch and bound adds one 8x stronger run
 
 
 def check_compatible(network, spec: Spec) -> None:

@@ -33,66 +33,76 @@ def split_hidden(inter: torch.Tensor, dims) -> list[tuple[torch.Tensor, torch.Te
 
 
 def _upper(rows, bias, Ws, bs, relax, alphas, lo, hi):
-    """Upper bound [B, G] of rows @ h_{L-1} + bias over each box, h the last hidden vector; rows [B, G, n_{L-1}],
-    with lower slopes alphas[j] [B, G, n_j] on the unstable neurons of hidden layer j (and the plain slope elsewhere)."""
-    Lam, b = -rows, -bias
+    """Upper bound [P] of rows @ h_{L-1} + bias over each box, h the last hidden vector; rows [P, n_{L-1}], bias [P],
+    with lower slopes alphas[j] [P, n_j] on the unstable neurons of hidden layer j (the plain slope elsewhere)."""
+    Lam, b = -rows[:, None, :], -bias[:, None]
     for j in range(len(relax) - 1, -1, -1):
         al, au, cu, unstable = relax[j]
-        a = torch.where(unstable[:, None, :], alphas[j].clamp(0, 1), al[:, None, :])
+        a = torch.where(unstable, alphas[j].clamp(0, 1), al)[:, None, :]
         pos, neg = Lam.clamp(min=0), Lam.clamp(max=0)
         Lz = pos * a + neg * au[:, None, :]
         b = b + (neg * cu[:, None, :]).sum(-1)
         if bs[j] is not None:
             b = b + Lz @ bs[j]
         Lam = Lz @ Ws[j]
-    return -concretize_box_torch(Lam, b, lo, hi)
+    return -concretize_box_torch(Lam, b, lo, hi)[:, 0]
 
 
-def optimise_conjunctions(Ws, bs, lo, hi, inter, C, d, owner, iters: int = ITERS, lr: float = LR):
+def optimise_conjunctions(Ws, bs, lo, hi, inter, C, d, owner, todo=None, iters: int = ITERS, lr: float = LR):
     """Per box and disjunct, weights lam and a sound upper bound of sum_r lam_r C_r f(x) over the box.
 
     Ws, bs: the MLP's layers (bs entries may be None); lo, hi [B, n0] boxes in the MLP's input coordinates;
     inter: their hidden pre-activation bounds (from linear_bounds.crown_mlp(..., keep_inter=True)); C [m, n_L],
-    d [m], owner [m] (disjunct of each row, 0..G-1). Returns (upper [B, G], lam [B, G, m]) in float64,
-    unwidened; lam is zero outside each disjunct's rows.
+    d [m], owner [m] (disjunct of each row, 0..G-1); todo [B, G] bool: the (box, disjunct) pairs to work on
+    (default all). Returns (upper [B, G], lam [B, G, m]) in float64, unwidened, upper = +inf off `todo`; lam is
+    zero outside each disjunct's rows. Each pair starts from the plain CROWN bound of its best row, so upper is
+    never above that row's CROWN bound.
     """
     B, dt = lo.shape[0], lo.dtype
-    G = int(owner.max()) + 1
-    L = len(Ws)
+    G, m = int(owner.max()) + 1, C.shape[0]
+    member = owner[None, :] == torch.arange(G)[:, None]                      # [G, m]
+    todo = torch.ones(B, G, dtype=torch.bool) if todo is None else todo
+    upper = torch.full((B, G), float("inf"), dtype=dt)
+    lam_out = torch.zeros(B, G, m, dtype=dt)
+    pb, pg = todo.nonzero(as_tuple=True)                                     # the P pairs
+    if not len(pb):
+        return upper, lam_out
     dims = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
     relax = []
-    for l, u in split_hidden(inter, dims):
+    for l, u in split_hidden(inter[pb], dims):
         al, au, cu = relu_relax(l, u)
         relax.append((al, au, cu, (l < 0) & (u > 0)))
+    lo, hi, d = lo[pb], hi[pb], d.to(dt)
     A = C.to(dt) @ Ws[-1]                                                   # [m, n_{L-1}]
-    cb = C.to(dt) @ bs[-1] if bs[-1] is not None else torch.zeros(C.shape[0], dtype=dt)
-    member = owner[None, :] == torch.arange(G)[:, None]                      # [G, m]
-    d = d.to(dt)
-    with torch.no_grad():   # plain CROWN per row (upper bound of C_r y), to start from each disjunct's best row
-        plain_u = _upper(A.expand(B, -1, -1), cb.expand(B, -1), Ws, bs, relax,
-                         [r[0][:, None, :].expand(B, A.shape[0], -1) for r in relax], lo, hi)
-    plain = plain_u + d
-    theta0 = torch.zeros(G, C.shape[0], dtype=dt).masked_fill(~member, -float("inf")).expand(B, G, -1).clone()
-    start = torch.where(member, plain[:, None, :], float("inf")).argmin(2)  # [B, G]
-    theta0.scatter_(2, start[..., None], 4.0)
-    theta = theta0.requires_grad_(True)
-    alphas = [r[0][:, None, :].expand(B, G, -1).clone().requires_grad_(True) for r in relax[:L - 1]]
+    cb = C.to(dt) @ bs[-1] if bs[-1] is not None else torch.zeros(m, dtype=dt)
+    mem = member[pg]                                                         # [P, m]
+    P = len(pb)
+    with torch.no_grad():   # plain CROWN of every row of each pair's box (upper bound of C_r y)
+        rows = torch.arange(m).repeat(P)
+        rep = torch.arange(P).repeat_interleave(m)
+        plain_u = _upper(A[rows], cb[rows], Ws, bs, [tuple(t[rep] for t in r) for r in relax],
+                         [r[0][rep] for r in relax], lo[rep], hi[rep]).reshape(P, m)
+    plain = torch.where(mem, plain_u + d, float("inf"))
+    start = plain.argmin(1)                                                 # [P]
+    best_obj = plain.gather(1, start[:, None])[:, 0]
+    best_u = plain_u.gather(1, start[:, None])[:, 0]
+    best_lam = torch.zeros(P, m, dtype=dt).scatter_(1, start[:, None], 1.0)
+    theta = torch.zeros(P, m, dtype=dt).masked_fill(~mem, -float("inf"))
+    theta.scatter_(1, start[:, None], 4.0)
+    theta.requires_grad_(True)
+    alphas = [r[0].clone().requires_grad_(True) for r in relax]
     opt = Adam([theta, *alphas], lr)
-    # the plain bound of each disjunct's best row is the first candidate: never looser than CROWN's rows
-    best_obj = plain.gather(1, start)
-    best_u = plain_u.gather(1, start)
-    best_lam = torch.zeros(B, G, C.shape[0], dtype=dt).scatter_(2, start[..., None], 1.0)
-    for it in range(iters + 1):
-        lam = torch.softmax(theta, 2)                                       # [B, G, m], zero off the disjunct
+    for it in range(iters):
+        lam = torch.softmax(theta, 1)                                       # [P, m], zero off the disjunct
         u = _upper(lam @ A, lam @ cb, Ws, bs, relax, alphas, lo, hi)        # bound of sum lam_r (C_r y)
         obj = u + lam @ d
         with torch.no_grad():
             better = obj < best_obj
             best_obj = torch.where(better, obj, best_obj)
             best_u = torch.where(better, u, best_u)
-            best_lam = torch.where(better[..., None], lam, best_lam)
-        if it == iters:
-            break
-        opt.step(torch.autograd.grad(obj.sum(), opt.params))  # -inf logits off a disjunct: NaN grads, ignored
-    return best_u.detach(), best_lam.detach()
-
+            best_lam = torch.where(better[:, None], lam, best_lam)
+        if it + 1 < iters:
+            opt.step(torch.autograd.grad(obj.sum(), opt.params))  # -inf logits off a disjunct: NaN grads, ignored
+    upper[pb, pg] = best_u.detach()
+    lam_out[pb, pg] = best_lam.detach()
+    return upper, lam_out

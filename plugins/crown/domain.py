@@ -156,11 +156,12 @@ class Crown(Domain):
                                              keep_inter=True)
         return (*widen(lo_out, hi_out), inter)
 
-    def refute_conjunctions(self, network, lower, upper, C, d, owner, state, iters: int = ITERS):
+    def refute_conjunctions(self, network, lower, upper, C, d, owner, state, todo=None, iters: int = ITERS):
         """For ReLU MLPs with hidden bounds `state` (from bounds_refine on these boxes): per box and disjunct
         {C_r y + d_r >= 0 for the rows r with owner[r] = k}, (refuted [B, G] bool, value [B, G]) where refuted means
         the disjunct is proven empty on the box and value is the bound of sum_r lam_r (C_r y + d_r) found
-        (plugins.crown.alpha; its lam optimised, < 0 when refuted up to rounding). None for other networks.
+        (plugins.crown.alpha; its lam optimised, < 0 when refuted up to rounding; +inf off `todo` [B, G], the
+        pairs to work on, default all). None for other networks.
 
         The combined row sum_r lam_r C_r W_L is formed in float64 like every CROWN row; the domain's widening
         covers its rounding as it does the kernels' (engine.numerics)."""
@@ -172,7 +173,7 @@ class Crown(Domain):
         Ws = [W.to(dt) for W in view.Ws]
         bs = [None if b is None else b.to(dt) for b in view.bs]
         with torch.enable_grad():
-            u, lam = optimise_conjunctions(Ws, bs, lo, hi, state, C.to(dt), d.to(dt), owner, iters)
+            u, lam = optimise_conjunctions(Ws, bs, lo, hi, state, C.to(dt), d.to(dt), owner, todo, iters)
         u = widen(u, u)[1]
         return refuted_combination(u, lam, d.to(dt)), u + lam @ d.to(dt)
 

@@ -1,0 +1,82 @@
+"""Input-splitting branch and bound: exact answers on small networks (grid oracle) and on ACAS Xu (truth.csv)."""
+import csv
+
+import pytest
+import torch
+
+from nncert.engine.data import shared_dir
+from nncert.engine.registry import get_registry
+from nncert.engine.spec import Box, Case, Disjunct, Spec
+from nncert.engine.verify import recheck, verify
+
+from netgen import random_mlp
+
+F64 = torch.float64
+
+
+def _grid(lo, hi, n=400):
+    t = torch.linspace(0, 1, n, dtype=F64)
+    g = torch.stack(torch.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+    return lo + g * (hi - lo)
+
+
+def _lipschitz_y0(net):
+    """A crude upper bound of |d y0 / dx|_1 over R^2: product of the layers' l_inf operator norms."""
+    L = 1.0
+    for node in net.nodes:
+        if node.op == "linear":
+            L *= float(node.params["W"].double().abs().sum(1).max())
+    return L
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bab_exact_on_two_input_mlps(seed):
+    """y0 <= t on a 2-D box: with t just below the grid maximum the answer is sat (a grid point violates it);
+    with t above the grid maximum by more than what the function can vary between grid points it is unsat.
+    BaB must find both, and its counterexample must be real."""
+    net = random_mlp((2, 16, 16, 16, 2), seed=seed)
+    lo, hi = torch.tensor([-1.0, -1.0], dtype=F64), torch.tensor([1.0, 1.0], dtype=F64)
+    x = _grid(lo, hi)
+    with torch.no_grad():
+        y0 = net.to(F64).forward_flat(x)[:, 0]
+    top = float(y0.max())
+    step = float((hi - lo).max()) / (400 - 1)
+    slack = _lipschitz_y0(net) * step + 1e-3
+    reg = get_registry()
+    for t, answer in ((top - 1e-3 * (1 + abs(top)), "sat"), (top + slack, "unsat")):
+        # unsafe set: y0 - t >= 0
+        spec = Spec([Case(Box(lo, hi), [Disjunct(torch.tensor([[1.0, 0.0]]), torch.tensor([-t]))])], 2, 2)
+        res = verify(net, spec, domain="auto", timeout=60, registry=reg)
+        assert str(res.verdict) == answer, (t, res.verdict, res.evidence)
+        if answer == "sat":
+            xt = torch.tensor([res.counterexample["x"]], dtype=F64)
+            assert recheck(net, spec, xt) is not None
+
+
+def _acas(cases):
+    root = shared_dir()
+    if root is None:
+        pytest.skip("../shared is absent: no ACAS Xu benchmark")
+    folder = root / "benchmarks" / "acasxu"
+    truth = {(r["onnx"], r["vnnlib"]): r["answer"] for r in csv.DictReader(open(folder / "truth.csv"))}
+    return folder, [(o, v, truth[(o, v)]) for o, v in cases]
+
+
+# instances that the bounding pass and PGD leave open, so that branch and bound decides them
+HARD = [("onnx/ACASXU_run2a_4_2_batch_2000.onnx", "vnnlib/prop_2.vnnlib"),   # unsat: needs the conjunction
+        ("onnx/ACASXU_run2a_1_1_batch_2000.onnx", "vnnlib/prop_5.vnnlib"),   # unsat: 4 disjuncts, thin box
+        ("onnx/ACASXU_run2a_1_9_batch_2000.onnx", "vnnlib/prop_7.vnnlib")]   # sat: found during the search
+
+
+def test_bab_decides_hard_acasxu_instances():
+    from nncert.engine.onnx_import import load_onnx
+    from nncert.engine.vnnlib import read_vnnlib
+    folder, rows = _acas(HARD)
+    for onnx, vnnlib, answer in rows:
+        net = load_onnx(folder / onnx)
+        spec = read_vnnlib(folder / vnnlib, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
+        res = verify(net, spec, timeout=100)
+        assert str(res.verdict) == answer, f"{onnx} {vnnlib}: {res.verdict} ({res.evidence}), truth {answer}"
+        if answer == "sat":
+            x = torch.tensor([res.counterexample["x"]], dtype=F64)
+            assert recheck(net, spec, x) is not None
