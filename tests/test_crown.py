@@ -242,12 +242,13 @@ def _native_or_skip():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("sizes", [(5, 50, 50, 50, 5), (30, 16, 5), (7, 3), (20, 40, 40, 40, 40, 10),
                                    (40, 300, 300, 6)])  # widths > the native GEMM's KC = 256 and NC = 128 blocks
-def test_native_crown_mlp_parity(monkeypatch, dtype, sizes):
+@pytest.mark.parametrize("B", [6, 71])   # the native kernel groups up to 512 / width boxes per product
+def test_native_crown_mlp_parity(monkeypatch, dtype, sizes, B):
     _native_or_skip()
     Ws, bs = _mlp(sizes, len(sizes))
-    B = 6
     lo = torch.randn(B, sizes[0], dtype=dtype)
-    hi = lo + torch.rand(B, sizes[0], dtype=dtype) * torch.tensor([0.01, 0.1, 0.5, 1, 3, 10], dtype=dtype)[:, None]
+    hi = lo + torch.rand(B, sizes[0], dtype=dtype) * torch.tensor([0.01, 0.1, 0.5, 1, 3, 10],
+                                                                  dtype=dtype).repeat(B)[:B, None]
     C = torch.randn(B, 4, sizes[-1], dtype=dtype)
     ref = lb.crown_mlp_torch(lo, hi, [W.to(dtype) for W in Ws], [b.to(dtype) for b in bs], C)
     monkeypatch.setenv("NNCERT_KERNELS", "native")
