@@ -92,29 +92,38 @@ def _widen(lo, hi):
     return lo_t.numpy(), hi_t.numpy()
 
 
-def preactivation_bounds(layers, lo: np.ndarray, hi: np.ndarray, method: str = "crown"):
+def preactivation_bounds(layers, lo: np.ndarray, hi: np.ndarray, method: str = "alpha"):
     """Sound, widened bounds [(l_k, u_k)] of every pre-activation z_k = W_k h_{k-1} + b_k (k < L) over the box.
 
-    method "crown": CROWN (the crown plugin's MLP kernel engine.kernels.linear_bounds.crown_mlp on each prefix),
-    intersected with interval arithmetic from the previous layer's bounds; "ibp": interval arithmetic only.
+    method "crown": the hidden bounds of one CROWN pass (engine.kernels.linear_bounds.crown_mlp), "alpha": those
+    tightened by alpha-CROWN (engine.kernels.alpha.alpha_hidden_bounds), each intersected with interval
+    arithmetic from the previous layer's bounds; "ibp": interval arithmetic only.
     """
+    hidden = None
+    if method in ("crown", "alpha") and len(layers) > 1:
+        try:
+            from .kernels.linear_bounds import crown_mlp
+            Ws = [torch.as_tensor(W) for W, _ in layers]
+            bs = [torch.as_tensor(b) for _, b in layers]
+            lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
+            _, _, inter = crown_mlp(lo_t, hi_t, Ws, bs, keep_inter=True)
+            if method == "alpha":
+                from .kernels.alpha import alpha_hidden_bounds
+                inter = alpha_hidden_bounds(lo_t, hi_t, Ws, bs, inter)
+            from .kernels.alpha import split_hidden
+            hidden = [(l[0].numpy(), u[0].numpy()) for l, u in
+                      split_hidden(inter, [Ws[0].shape[1]] + [W.shape[0] for W in Ws])]
+        except Exception:  # the kernels are optional: interval bounds stay sound
+            hidden = None
     out = []
-    Ws = [torch.as_tensor(W) for W, _ in layers]
-    bs = [torch.as_tensor(b) for _, b in layers]
-    lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
     hl, hu = lo, hi
     for k in range(len(layers) - 1):
         W, b = layers[k]
         Wp, Wn = np.clip(W, 0, None), np.clip(W, None, 0)
         il, iu = _widen(Wp @ hl + Wn @ hu + b, Wp @ hu + Wn @ hl + b)
-        if method == "crown" and k > 0:
-            try:
-                from .kernels.linear_bounds import crown_mlp
-                cl, cu = crown_mlp(lo_t, hi_t, Ws[:k + 1], bs[:k + 1])
-                cl, cu = _widen(cl[0].numpy(), cu[0].numpy())
-                il, iu = np.maximum(il, cl), np.minimum(iu, cu)
-            except Exception:  # the kernel is optional: interval bounds stay sound
-                pass
+        if hidden is not None:
+            cl, cu = _widen(*hidden[k])
+            il, iu = np.maximum(il, cl), np.minimum(iu, cu)
         out.append((il, iu))
         hl, hu = np.clip(il, 0, None), np.clip(iu, 0, None)
     return out
@@ -130,6 +139,21 @@ def _crown_rows(layers, lo, hi, C, d):
     except Exception:  # interval bounds stay sound without it
         return None, None
     return _widen(cl[0].numpy() + d, cu[0].numpy() + d)
+
+
+def _alpha_refutes(layers, lo, hi, pre, C, d) -> bool:
+    """Whether alpha-CROWN on the last pass (engine.kernels.alpha.optimise_conjunctions, with the sound hidden
+    bounds `pre`) proves the conjunction {C f(x) + d >= 0} empty on the box."""
+    from .kernels.alpha import optimise_conjunctions
+    from .numerics import refuted_combination, widen
+    Ws = [torch.as_tensor(W) for W, _ in layers]
+    bs = [torch.as_tensor(b) for _, b in layers]
+    inter = torch.as_tensor(np.concatenate([np.r_[l, u] for l, u in pre]))[None]
+    C, d = torch.as_tensor(C, dtype=torch.float64), torch.as_tensor(d, dtype=torch.float64)
+    with torch.enable_grad():
+        u, lam = optimise_conjunctions(Ws, bs, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None], inter, C, d,
+                                       torch.zeros(C.shape[0], dtype=torch.long), iters=20, lr=0.1)
+    return bool(refuted_combination(widen(u, u)[1], lam, d)[0, 0])
 
 
 # ------------------------------------------------------------------------------------------------- encoding
@@ -459,7 +483,7 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
         s = case.input_set
         if s.kind not in ("box", "lp") or (s.kind == "lp" and s.p != float("inf")):
             return finish("unknown", reason="only box / l_inf input sets")
-    method = "ibp" if bounds_domain == "ibp" else "crown"
+    method = bounds_domain or "alpha"
     spec = _padded(spec, WL.shape[0])
     if attack:
         from .attack import pgd_case
@@ -484,14 +508,14 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
             A = C @ WL                                    # rows on the last hidden vector
             c = C @ bL + dj.d.numpy()
             rl, ru = _last_rows(A, c, pre, lo, hi)
-            if method == "crown":
+            if method != "ibp":
                 cl, cu = _crown_rows(layers, lo, hi, C, dj.d.numpy())
                 if cl is not None:
                     rl, ru = np.maximum(rl, cl), np.minimum(ru, cu)
-            if (ru < 0).any():
+            if (ru < 0).any() or (method == "alpha" and _alpha_refutes(layers, lo, hi, pre, C, dj.d)):
                 stats["refuted"] += 1
                 continue
-            rows.append((di, A, c, rl, ru))
+            rows.append((di, A, c, C, dj.d, rl, ru))
         if rows and tighten and len(pre) > 1:
             now = time.perf_counter()
             pre, n_lp = tightened_bounds(layers, lo, hi, pre, now + TIGHTEN_FRACTION * (deadline - now), threads)
@@ -500,10 +524,10 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
         hcen = centre
         for W, b in layers[:-1]:
             hcen = np.maximum(W @ hcen + b, 0)
-        for di, A, c, rl, ru in rows:
+        for di, A, c, C, d, rl, ru in rows:
             tl, tu = _last_rows(A, c, pre, lo, hi)
             rl, ru = np.maximum(rl, tl), np.minimum(ru, tu)
-            if (ru < 0).any():
+            if (ru < 0).any() or (method == "alpha" and tighten and _alpha_refutes(layers, lo, hi, pre, C, d)):
                 stats["refuted"] += 1
                 continue
             scale = max(float(np.abs(np.r_[rl, ru]).max()),
@@ -541,4 +565,4 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
         if v == "timeout":
             return finish("timeout")
         verdict_all = "unknown"
-    return finish(verdict_all, by="milp" if todo else "bounds")
+    return finish(verdict_all, by="milp" if todo else method)

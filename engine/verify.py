@@ -21,7 +21,9 @@ from .spec import Box, Case, Spec
 AUTO_ORDER = ("ibp", "crown")
 BAB_MAX_INPUTS = 16          # input splitting only pays in low dimension
 DEFAULT_BAB_SECONDS = 60.0   # complete-search budget when verify() is given no timeout
-PGD_RESTARTS, PGD_STEPS = 512, 100   # falsification effort per disjunct; branch and bound adds one 8x stronger run
+# falsification effort per disjunct: restarts for low-dimensional inputs (input splitting adds one 8x stronger run
+# later) and for the others (MILP follows), steps, and the largest share of the time budget PGD may take
+PGD_RESTARTS, PGD_RESTARTS_HIGH_DIM, PGD_STEPS, PGD_FRACTION = 512, 32, 100, 0.1
 
 
 def check_compatible(network, spec: Spec) -> None:
@@ -164,21 +166,26 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
             return done(Verdict.TIMEOUT, None)
         if all(refutes(d, network, case) for case in spec.cases):
             return done(Verdict.UNSAT, d.name)
+    low_dim = network.n_inputs <= BAB_MAX_INPUTS
     if attack:
         from .attack import pgd_case
+        now = time.perf_counter()
+        stop = min(deadline, now + PGD_FRACTION * (deadline - now)) if timeout is not None else deadline
         for case in spec.cases:
-            cand = pgd_case(network, case, restarts=PGD_RESTARTS, steps=PGD_STEPS, deadline=deadline)
+            cand = pgd_case(network, case, restarts=PGD_RESTARTS if low_dim else PGD_RESTARTS_HIGH_DIM,
+                            steps=PGD_STEPS, deadline=stop)
             if len(cand):
                 cex = recheck(network, spec, cand)
                 if cex is not None:
                     return done(Verdict.SAT, "pgd", cex)
-    if bab and network.n_inputs > BAB_MAX_INPUTS and time.perf_counter() < deadline:
+    if bab and not low_dim and time.perf_counter() < deadline:
         from .milp import milp_verify
         v, cex, st = milp_verify(network, spec, deadline if timeout is not None else t0 + DEFAULT_BAB_SECONDS,
                                  attack=False)
         if v in ("sat", "unsat"):
-            return done(Verdict(v), "milp", cex, **{k: st[k] for k in ("milps", "binaries", "lps") if k in st})
-    if bab and network.n_inputs <= BAB_MAX_INPUTS and time.perf_counter() < deadline:
+            return done(Verdict(v), "milp" if st.get("by") == "milp" else f"milp-stage:{st.get('by')}", cex,
+                        **{k: st[k] for k in ("milps", "binaries", "lps") if k in st})
+    if bab and low_dim and time.perf_counter() < deadline:
         from .bab import input_split_bab
         if timeout is None:
             deadline = t0 + DEFAULT_BAB_SECONDS

@@ -18,10 +18,10 @@ import torch
 from nncert.engine.domain import Domain
 from nncert.engine.errors import BadInput
 from nncert.engine.kernels import linear_bounds as lb
+from nncert.engine.kernels.alpha import ITERS, optimise_conjunctions
 from nncert.engine.numerics import refuted_combination, widen
 from nncert.plugins.ibp import RULES as IBP_RULES
 
-from .alpha import ITERS, optimise_conjunctions
 from .propagate import concretize_box, concretize_l2, crown_bounds
 from .rules import RULES
 
@@ -160,7 +160,7 @@ class Crown(Domain):
         """For ReLU MLPs with hidden bounds `state` (from bounds_refine on these boxes): per box and disjunct
         {C_r y + d_r >= 0 for the rows r with owner[r] = k}, (refuted [B, G] bool, value [B, G]) where refuted means
         the disjunct is proven empty on the box and value is the bound of sum_r lam_r (C_r y + d_r) found
-        (plugins.crown.alpha; its lam optimised, < 0 when refuted up to rounding; +inf off `todo` [B, G], the
+        (engine.kernels.alpha; its lam optimised, < 0 when refuted up to rounding; +inf off `todo` [B, G], the
         pairs to work on, default all). None for other networks.
 
         The combined row sum_r lam_r C_r W_L is formed in float64 like every CROWN row; the domain's widening

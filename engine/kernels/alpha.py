@@ -1,4 +1,12 @@
-"""Optimised last backward pass of CROWN for ReLU MLPs: refuting conjunctions of output rows.
+"""Optimised CROWN slopes for ReLU MLPs (alpha-CROWN, Xu et al. 2021, "Fast and Complete"), torch only.
+
+Every lower ReLU slope alpha in [0, 1] on an unstable neuron gives a valid linear lower bound alpha z <= relu(z),
+so CROWN with any such slopes is sound; optimising them per bound row by a few steps of Adam tightens the
+bounds, and since every iterate is a sound bound, the search quality affects tightness only. Two uses:
+
+* `alpha_hidden_bounds`: the hidden pre-activation bounds, layer by layer, each neuron's lower and upper bound
+  with slopes of its own (the bounds found are intersected with the given ones);
+* `optimise_conjunctions`: refuting conjunctions of output rows (below).
 
 For a disjunct {x : C_r f(x) + d_r >= 0 for every row r} over a box, any weights lam_r >= 0 (sum 1) give
     max over the box of  sum_r lam_r (C_r f(x) + d_r)  <  0   =>   the disjunct is empty on the box,
@@ -10,17 +18,19 @@ best (lam, alpha) make this bound the optimum of the triangle LP relaxation of t
 from lam concentrated on the row with the smallest plain bound, and keep the best bound seen: every iterate is a
 sound bound, so the search quality affects tightness only.
 
-Guarantee: the returned value u[b, k] satisfies, in exact arithmetic and after the domain's widening,
+Guarantees hold in exact arithmetic for the computed bounds (float64 rounding is left to the caller's widening,
+as for every CROWN kernel): hidden bounds contain every pre-activation over the box, and for conjunctions
 max over box b of sum_r lam_r (C_r f(x)) <= u[b, k] for the lam of disjunct k reported with it.
 """
 from __future__ import annotations
 
 import torch
 
-from nncert.engine.kernels.linear_bounds import concretize_box_torch, relu_relax
-from nncert.engine.optim import Adam
+from ..optim import Adam
+from .linear_bounds import concretize_box_torch, relu_relax
 
-ITERS, LR = 8, 0.3
+ITERS, LR = 8, 0.3              # conjunctions (box-splitting search: many boxes, cheap steps)
+HIDDEN_ITERS, HIDDEN_LR = 20, 0.1
 
 
 def split_hidden(inter: torch.Tensor, dims) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -32,20 +42,68 @@ def split_hidden(inter: torch.Tensor, dims) -> list[tuple[torch.Tensor, torch.Te
     return out
 
 
-def _upper(rows, bias, Ws, bs, relax, alphas, lo, hi):
-    """Upper bound [P] of rows @ h_{L-1} + bias over each box, h the last hidden vector; rows [P, n_{L-1}], bias [P],
-    with lower slopes alphas[j] [P, n_j] on the unstable neurons of hidden layer j (the plain slope elsewhere)."""
-    Lam, b = -rows[:, None, :], -bias[:, None]
+def _relaxations(bounds):
+    """(al, au, cu, unstable) of each hidden layer from its pre-activation bounds [(l, u)]."""
+    return [(*relu_relax(l, u), (l < 0) & (u > 0)) for l, u in bounds]
+
+
+def _lower(Lam, bias, Ws, bs, relax, alphas, lo, hi):
+    """Lower bound [B, R] over each box of Lam @ h + bias, h = relu(z_t) the output of hidden layer t = len(relax)-1
+    (z_j = W_j h_{j-1} + b_j, h_{-1} = x); Lam [B, R, n_t], bias [B, R]; alphas[j] [B, R, n_j] (or None: the
+    plain adaptive slopes) are the lower slopes on the unstable neurons of layer j."""
     for j in range(len(relax) - 1, -1, -1):
         al, au, cu, unstable = relax[j]
-        a = torch.where(unstable, alphas[j].clamp(0, 1), al)[:, None, :]
+        a = al[:, None, :] if alphas is None else torch.where(unstable[:, None, :], alphas[j].clamp(0, 1),
+                                                               al[:, None, :])
         pos, neg = Lam.clamp(min=0), Lam.clamp(max=0)
         Lz = pos * a + neg * au[:, None, :]
-        b = b + (neg * cu[:, None, :]).sum(-1)
+        bias = bias + (neg * cu[:, None, :]).sum(-1)
         if bs[j] is not None:
-            b = b + Lz @ bs[j]
+            bias = bias + Lz @ bs[j]
         Lam = Lz @ Ws[j]
-    return -concretize_box_torch(Lam, b, lo, hi)[:, 0]
+    return concretize_box_torch(Lam, bias, lo, hi)
+
+
+def _upper(rows, bias, Ws, bs, relax, alphas, lo, hi):
+    """Upper bound [P] of rows @ h_{L-1} + bias over each box (rows [P, n_{L-1}], bias [P]; alphas[j] [P, n_j])."""
+    return -_lower(-rows[:, None, :], -bias[:, None], Ws, bs, relax,
+                   None if alphas is None else [a[:, None, :] for a in alphas], lo, hi)[:, 0]
+
+
+def alpha_hidden_bounds(lo, hi, Ws, bs, inter, iters: int = HIDDEN_ITERS, lr: float = HIDDEN_LR):
+    """Hidden pre-activation bounds [B, H] (linear_bounds layout) tightened by alpha-CROWN, layer by layer.
+
+    lo, hi [B, n0]: boxes; inter: bounds valid on them (e.g. crown_mlp(..., keep_inter=True)); layer 1 is exact
+    already. For each later layer, the neurons unstable in some box get a lower and an upper bound row, each
+    with its own slopes on every earlier layer, optimised with the earlier layers' bounds as tightened so far.
+    Returns the intersection of the given bounds and the best bounds found (never looser)."""
+    dims = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
+    bounds = [(l.clone(), u.clone()) for l, u in split_hidden(inter, dims)]
+    B = lo.shape[0]
+    for k in range(1, len(bounds)):
+        l, u = bounds[k]
+        unstable = (l < 0) & (u > 0)
+        idx = unstable.any(0).nonzero().flatten()
+        if not len(idx):
+            continue
+        relax = _relaxations(bounds[:k])
+        W, b = Ws[k][idx], (torch.zeros(len(idx), dtype=lo.dtype) if bs[k] is None else bs[k][idx])
+        Lam = torch.cat([W, -W]).expand(B, -1, -1)
+        bias = torch.cat([b, -b]).expand(B, -1)
+        R = Lam.shape[1]
+        alphas = [r[0][:, None, :].expand(B, R, -1).clone().requires_grad_(True) for r in relax]
+        opt = Adam(alphas, lr)
+        best = torch.full((B, R), -float("inf"), dtype=lo.dtype)
+        for it in range(iters):
+            v = _lower(Lam, bias, Ws, bs, relax, alphas, lo, hi)
+            best = torch.maximum(best, v.detach())
+            if it + 1 < iters:
+                opt.step([-g for g in torch.autograd.grad(v.sum(), alphas)])
+        r = len(idx)
+        use = unstable[:, idx]
+        l[:, idx] = torch.where(use, torch.maximum(l[:, idx], best[:, :r]), l[:, idx])
+        u[:, idx] = torch.where(use, torch.minimum(u[:, idx], -best[:, r:]), u[:, idx])
+    return torch.cat([t for lu in bounds for t in lu], 1)
 
 
 def optimise_conjunctions(Ws, bs, lo, hi, inter, C, d, owner, todo=None, iters: int = ITERS, lr: float = LR):
@@ -68,10 +126,7 @@ def optimise_conjunctions(Ws, bs, lo, hi, inter, C, d, owner, todo=None, iters: 
     if not len(pb):
         return upper, lam_out
     dims = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
-    relax = []
-    for l, u in split_hidden(inter[pb], dims):
-        al, au, cu = relu_relax(l, u)
-        relax.append((al, au, cu, (l < 0) & (u > 0)))
+    relax = _relaxations(split_hidden(inter[pb], dims))
     lo, hi, d = lo[pb], hi[pb], d.to(dt)
     A = C.to(dt) @ Ws[-1]                                                   # [m, n_{L-1}]
     cb = C.to(dt) @ bs[-1] if bs[-1] is not None else torch.zeros(m, dtype=dt)
