@@ -1,4 +1,5 @@
-"""Complete verification of ReLU MLPs by mixed-integer linear programming (HiGHS through `highspy`).
+"""Complete verification of ReLU MLPs: alpha-CROWN, ReLU-split branch and bound, then mixed-integer linear
+programming (HiGHS through `highspy`) for what is left.
 
 Encoding (Tjeng, Xiao & Tedrake 2019, "Evaluating Robustness of Neural Networks with Mixed Integer Programming";
 the standard big-M form): for a pre-activation z = W h + b with sound bounds l <= z <= u,
@@ -34,6 +35,7 @@ MARGIN_REL = 1e-5          # see module docstring
 MIN_SOLVE_SECONDS = 0.05   # do not start HiGHS with less time than this
 ATTACK_FRACTION = 0.1      # share of the budget for the PGD attack (attack=True)
 TIGHTEN_FRACTION = 0.4     # share of the time left for LP tightening of intermediate bounds
+RELU_BAB_FRACTION = 0.5    # share of the time left for ReLU-split branch and bound before LP tightening and MILP
 MIP_HEURISTIC_EFFORT = 0.0 # HiGHS primal heuristics off: MILPs here mostly prove unsat (PGD finds most sat);
                            # on mnist_fc 256x4 this proved 4 of 5 disjuncts in 30 s instead of 1 of 2
 
@@ -141,9 +143,10 @@ def _crown_rows(layers, lo, hi, C, d):
     return _widen(cl[0].numpy() + d, cu[0].numpy() + d)
 
 
-def _alpha_refutes(layers, lo, hi, pre, C, d) -> bool:
+def _alpha_refutes(layers, lo, hi, pre, C, d, weights: bool = False):
     """Whether alpha-CROWN on the last pass (engine.kernels.alpha.optimise_conjunctions, with the sound hidden
-    bounds `pre`) proves the conjunction {C f(x) + d >= 0} empty on the box."""
+    bounds `pre`) proves the conjunction {C f(x) + d >= 0} empty on the box; with weights=True also the row
+    weights lam [m] (numpy) it found (any non-negative weights give a sound single-row relaxation)."""
     from .kernels.alpha import optimise_conjunctions
     from .numerics import refuted_combination, widen
     Ws = [torch.as_tensor(W) for W, _ in layers]
@@ -153,7 +156,18 @@ def _alpha_refutes(layers, lo, hi, pre, C, d) -> bool:
     with torch.enable_grad():
         u, lam = optimise_conjunctions(Ws, bs, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None], inter, C, d,
                                        torch.zeros(C.shape[0], dtype=torch.long), iters=20, lr=0.1)
-    return bool(refuted_combination(widen(u, u)[1], lam, d)[0, 0])
+    ok = bool(refuted_combination(widen(u, u)[1], lam, d)[0, 0])
+    return (ok, lam[0, 0].numpy()) if weights else ok
+
+
+def _relu_bab_refutes(layers, lo, hi, pre, A, c, lam, deadline, on_points):
+    """engine.relu_bab on the row lam . (A h + c) (h the last hidden vector): ("unsat"|"sat"|..., cex, stats)."""
+    from .relu_bab import relu_split_bab
+    Ws = [torch.as_tensor(W) for W, _ in layers]
+    bs = [torch.as_tensor(b) for _, b in layers]
+    pt = [(torch.as_tensor(l), torch.as_tensor(u)) for l, u in pre]
+    return relu_split_bab(Ws, bs, torch.as_tensor(lo), torch.as_tensor(hi), pt, torch.as_tensor(lam @ A),
+                          float(lam @ c), deadline, on_points)
 
 
 # ------------------------------------------------------------------------------------------------- encoding
@@ -451,14 +465,16 @@ def _padded(spec, n_out):
 
 
 def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None, threads: int = 1,
-                attack: bool = True, tighten: bool = True):
+                attack: bool = True, tighten: bool = True, relu_bab: bool = True):
     """Complete check of spec on a ReLU MLP by one MILP per disjunct (see the module docstring for guarantees).
 
-    deadline: absolute time.perf_counter() value, respected by every stage. bounds_domain: "crown" (default;
-    the crown plugin's MLP kernel, falling back to intervals when unavailable) or "ibp" for the starting
-    pre-activation bounds. attack: first spend up to ATTACK_FRACTION of the time on PGD (engine.attack.pgd_case;
-    pass False when the caller already ran it). tighten: LP-tighten the bounds of layers 2.. with dual-certified
-    bounds (lp_dual_bound), up to TIGHTEN_FRACTION of the time left.
+    deadline: absolute time.perf_counter() value, respected by every stage. bounds_domain: "alpha" (default),
+    "crown" or "ibp" for the starting pre-activation bounds (preactivation_bounds). attack: first spend up to
+    ATTACK_FRACTION of the time on PGD (engine.attack.pgd_case; pass False when the caller already ran it).
+    relu_bab (with "alpha"): disjuncts alpha-CROWN leaves open first get ReLU-split branch and bound
+    (engine.relu_bab), RELU_BAB_FRACTION of the time left shared among them. tighten: LP-tighten the bounds of
+    layers 2.. with dual-certified bounds (lp_dual_bound), up to TIGHTEN_FRACTION of the time left, before the
+    MILPs of the disjuncts still open.
     Returns (verdict in {"sat", "unsat", "unknown", "timeout"}, counterexample dict or None, stats dict).
     `unsat` needs every disjunct of every case refuted with margin; `sat` needs verify.recheck to confirm the point.
     Networks other than linear/relu chains (reshape and elementwise affine allowed) and input sets other than
@@ -512,10 +528,31 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
                 cl, cu = _crown_rows(layers, lo, hi, C, dj.d.numpy())
                 if cl is not None:
                     rl, ru = np.maximum(rl, cl), np.minimum(ru, cu)
-            if (ru < 0).any() or (method == "alpha" and _alpha_refutes(layers, lo, hi, pre, C, dj.d)):
+            if (ru < 0).any():
                 stats["refuted"] += 1
                 continue
-            rows.append((di, A, c, C, dj.d, rl, ru))
+            lam = None
+            if method == "alpha":
+                ok, lam = _alpha_refutes(layers, lo, hi, pre, C, dj.d, weights=True)
+                if ok:
+                    stats["refuted"] += 1
+                    continue
+            rows.append((di, A, c, C, dj.d, rl, ru, lam))
+        if rows and relu_bab and method == "alpha":   # ReLU-split branch and bound first, a share of the time each
+            left = []
+            for k, r in enumerate(rows):
+                now = time.perf_counter()
+                share = now + RELU_BAB_FRACTION * (deadline - now) / (len(rows) - k)
+                v, cex, st = _relu_bab_refutes(layers, lo, hi, pre, r[1], r[2], r[7], share,
+                                               lambda x: recheck(network, spec, x))
+                stats["relu_bab_domains"] = stats.get("relu_bab_domains", 0) + st["domains"]
+                if v == "sat":
+                    return finish("sat", cex, by="relu-bab")
+                if v == "unsat":
+                    stats["refuted"] += 1
+                else:
+                    left.append(r)
+            rows = left
         if rows and tighten and len(pre) > 1:
             now = time.perf_counter()
             pre, n_lp = tightened_bounds(layers, lo, hi, pre, now + TIGHTEN_FRACTION * (deadline - now), threads)
@@ -524,7 +561,7 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
         hcen = centre
         for W, b in layers[:-1]:
             hcen = np.maximum(W @ hcen + b, 0)
-        for di, A, c, C, d, rl, ru in rows:
+        for di, A, c, C, d, rl, ru, _ in rows:
             tl, tu = _last_rows(A, c, pre, lo, hi)
             rl, ru = np.maximum(rl, tl), np.minimum(ru, tu)
             if (ru < 0).any() or (method == "alpha" and tighten and _alpha_refutes(layers, lo, hi, pre, C, d)):
@@ -565,4 +602,4 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
         if v == "timeout":
             return finish("timeout")
         verdict_all = "unknown"
-    return finish(verdict_all, by="milp" if todo else method)
+    return finish(verdict_all, by="milp" if todo else "relu-bab" if "relu_bab_domains" in stats else method)

@@ -183,8 +183,8 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
         v, cex, st = milp_verify(network, spec, deadline if timeout is not None else t0 + DEFAULT_BAB_SECONDS,
                                  attack=False)
         if v in ("sat", "unsat"):
-            return done(Verdict(v), "milp" if st.get("by") == "milp" else f"milp-stage:{st.get('by')}", cex,
-                        **{k: st[k] for k in ("milps", "binaries", "lps") if k in st})
+            return done(Verdict(v), st.get("by", "milp"), cex,
+                        **{k: st[k] for k in ("milps", "binaries", "lps", "relu_bab_domains") if k in st})
     if bab and low_dim and time.perf_counter() < deadline:
         from .bab import input_split_bab
         if timeout is None:

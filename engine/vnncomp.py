@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         with open(results, "w") as f:
             f.write("error\n")
         return 2
+    except Exception as e:  # an internal error still leaves a well-formed results file, never a verdict
+        print(f"nncert: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        with open(results, "w") as f:
+            f.write("error\n")
+        return 3
     with open(results, "w") as f:
         f.write(text + "\n")
     return 0

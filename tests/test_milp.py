@@ -87,8 +87,9 @@ def _case(rng, net, width):
     return lo, hi, C
 
 
+@pytest.mark.parametrize("relu_bab", [True, False], ids=["relu-bab", "milp-only"])
 @pytest.mark.parametrize("seed", range(12))
-def test_verdict_agrees_with_exact_enumeration(seed):
+def test_verdict_agrees_with_exact_enumeration(seed, relu_bab):
     rng = np.random.default_rng(seed)
     net = _mlp((4, 12, 12, 3), seed)
     layers = mlp_chain(net)
@@ -102,9 +103,12 @@ def test_verdict_agrees_with_exact_enumeration(seed):
     for delta in (-0.05, 0.05, -1e-3, 1e-3):
         d = np.full(len(C), delta - opt0)
         spec = Spec([Case(Box(lo, hi), [Disjunct(C, d)])], net.n_inputs, net.n_outputs)
-        # attack=False: the sat verdicts must come from the MILP itself
-        verdict, cex, st = milp_verify(net, spec, time.perf_counter() + 20, attack=False, tighten=seed % 2 == 0)
+        # attack=False: the sat verdicts must come from ReLU-split branch and bound or the MILP itself
+        verdict, cex, st = milp_verify(net, spec, time.perf_counter() + 20, attack=False, tighten=seed % 2 == 0,
+                                       relu_bab=relu_bab)
         assert verdict == ("sat" if delta > 0 else "unsat"), (delta, opt0, st)
+        if not relu_bab:
+            assert st["by"] != "relu-bab"
         if verdict == "sat":
             x = torch.tensor(cex["x"], dtype=torch.float64)
             assert bool(Box(lo, hi).contains(x[None])[0])
