@@ -6,13 +6,18 @@ chain of sound domains, cheapest first: each later domain only sees the boxes th
 row's upper bound is the smallest any domain gave on the box or on any box containing it (all are sound; CROWN is
 not monotone in the box, so a child can bound worse than its parent).
 
+A box the chain leaves open, when the last domain offers `refute_conjunctions` (CROWN on ReLU MLPs), gets its
+last backward pass optimised for each open disjunct (engine.kernels.alpha: ReLU slopes and a non-negative
+combination of the disjunct's rows), which refutes conjunctions that no single row refutes. Domains may carry
+state from a box to its sub-boxes (Domain.bounds_refine; CROWN keeps hidden pre-activation bounds).
+
 Splitting is *strong branching*: each open box is bisected along each of its candidate inputs (all of them when
 there are at most SB_DIMS, else the SB_DIMS with the largest smear width_i * sum_rows |d(C_row y)/dx_i| at the
-centre), every child is bounded, and the box keeps the split with the fewest open children, ties broken by the
-smallest sum of open slack (per child, the largest over open disjuncts of the disjunct's smallest row bound of
-C y + d). Gradient- and linear-bound-based scores alone miss inputs that switch ReLU phases while moving the
-output little; bounding the children measures the gain directly, and the chosen children's bounds are kept, so
-only the rejected children are extra work.
+centre), every child is bounded, and the box keeps the split with the smallest sum over its two children of the
+open slack (per child, the largest over open disjuncts of the disjunct's bound of C y + d; 0 for a closed
+child), ties going to the input that is widest relative to the root box. Gradient- and linear-bound-based scores
+alone miss inputs that switch ReLU phases while moving the output little; bounding the children measures the
+gain directly, and the chosen children's bounds are kept, so only the rejected children are extra work.
 
 Open boxes are kept on a stack (newest first, so memory stays bounded); the centres of open boxes are tried as
 counterexamples, and once the search has run for `attack_after` seconds an optional stronger attack runs once
