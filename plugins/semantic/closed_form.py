@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import math
 
-from scipy.special import ndtri
-
 
 def gaussian_radius(p: float, sigma: float = 1.0) -> float:
     """sigma * Phi^-1(p), or 0 when p <= 1/2."""
+    from scipy.special import ndtri  # lazy: scipy.special costs ~0.1 s at start-up
     return float(sigma) * float(ndtri(p)) * (1.0 - 1e-12) if p > 0.5 else 0.0  # rounded toward the safe side
 
 

@@ -39,9 +39,8 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from scipy.special import ndtr, ndtri
 
-
+# scipy.special is imported where it is used: it costs ~0.1 s, and this module loads at every start-up.
 _SQRT2PI = math.sqrt(2.0 * math.pi)
 SAFETY = 1e-12   # absolute slack on closed-form worst cases (float64 rounding of a few operations)
 
@@ -61,6 +60,7 @@ class TimeTable:
     ... < y_N = Phi(r_max). `rate(y_array)` returns (G_upper, dlo, dhi) with dlo <= G'(y) <= dhi."""
 
     def __init__(self, rate, cells: int = 2000, r_max: float = 7.0):
+        from scipy.special import ndtr
         r = np.linspace(0.0, r_max, int(cells) + 1)
         self.rate = rate
         self.y = ndtr(r)
@@ -130,6 +130,7 @@ def _vec(fn):
 
 @_vec
 def gaussian_rates(y):
+    from scipy.special import ndtri
     r = ndtri(y)
     return _pdf(r), -r, -r
 
@@ -166,6 +167,7 @@ def mixture_rates(sc: float, nodes: int = 96):
         return gaussian_rates
 
     def rate(y):
+        from scipy.special import ndtr
         y = np.asarray(y, dtype=np.float64)
         z, w = _hermite(nodes)
         s = np.exp(sc * z)
@@ -202,6 +204,7 @@ def table(kind: str, param: float = 0.0, cells: int = 2000) -> TimeTable:
 def gaussian_drop(p: float, dist: float) -> float:
     """Exact worst case after a Gaussian-coordinate translation of length dist (in sigma units):
     Phi(Phi^-1(p) - dist) (Cohen et al. 2019, Thm 1; Salman et al. 2019, Lemma 1), widened down by 1e-12."""
+    from scipy.special import ndtr, ndtri
     if p <= 0.0:
         return 0.0
     return float(ndtr(float(ndtri(p)) - dist)) - SAFETY
