@@ -1,6 +1,7 @@
 """CROWN speed (boxes per second) vs auto_LiRPA's recorded per-box time, and what CROWN alone proves.
 
-    python benchmarks/bench_crown.py [--threads N] [--big 1024] [--no-unsat]
+    python benchmarks/bench_crown.py [--threads N] [--big 1024] [--no-unsat] [--device cpu|cuda]
+    python benchmarks/bench_crown.py --device cuda --big 16384 --no-unsat     # the GPU table
 
 Part 1, speed, on the boxes recorded in shared/reference/auto_lirpa/{acasxu,mnist_fc}.json (float64, C = I):
   batch 1: mean per-box time of our native kernel and of our torch path (NNCERT_KERNELS=torch), beside the
@@ -9,7 +10,9 @@ Part 1, speed, on the boxes recorded in shared/reference/auto_lirpa/{acasxu,mnis
   boxes, it is slow); plus two matrix-product floors at this machine's measured torch float64 matmul rate:
   A = dense CROWN (two rows for every hidden neuron back to the input, every neuron active), and B = the products
   this implementation requests (CROWN rows only for the neurons the intermediate-bound rule selects, neurons with
-  zero ReLU slope skipped; counted by the native kernel).
+  zero ReLU slope skipped; counted by the native CPU kernel, so CPU only). With --device cuda the boxes, the
+  network and the matmul-rate probe live on the GPU, every timing ends with a device synchronise, and the torch
+  path runs the full large batch.
 Part 2, verdicts: for every instance of shared/benchmarks/*/instances.csv, the disjuncts whose rows CROWN refutes
   (upper bound of C y + d < 0 for some row), counted as unsat only when all disjuncts of all regions are refuted;
   compared with truth.csv (an unsat where truth says sat would be a soundness bug).
@@ -32,14 +35,22 @@ from nncert.engine.registry import get_registry
 from nncert.plugins.crown.domain import MLPView
 
 
-def timed(fn, reps, runs=1):
-    """(best, worst) over `runs` runs of the mean time of `reps` calls (one warm-up call first)."""
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def timed(fn, reps, runs=1, dev=torch.device("cpu")):
+    """(best, worst) over `runs` runs of the mean time of `reps` calls (one warm-up call first); GPU work is
+    synchronised before each clock read."""
     fn()
+    sync(dev)
     ts = []
     for _ in range(runs):
         t = time.perf_counter()
         for _ in range(reps):
             fn()
+        sync(dev)
         ts.append((time.perf_counter() - t) / reps)
     return min(ts), max(ts)
 
@@ -67,46 +78,49 @@ def dense_flops(view, m):
     return total + 2 * m * back(L - 2)
 
 
-def matmul_rate(dtype):
-    """torch's single-call dense matmul rate (multiply-adds per second, best of 3) on a 2048x256 @ 256x256 product."""
-    a = torch.randn(2048, 256, dtype=dtype)
-    b = torch.randn(256, 256, dtype=dtype)
-    return 2048 * 256 * 256 / timed(lambda: a @ b, 20, runs=3)[0]
+def matmul_rate(dtype, dev):
+    """torch's single-call dense matmul rate (multiply-adds per second, best of 3): a 2048x256 @ 256x256 product
+    on the CPU, 16384x1024 @ 1024x1024 on a GPU (large enough to fill it)."""
+    m, k = (2048, 256) if dev.type == "cpu" else (16384, 1024)
+    a = torch.randn(m, k, dtype=dtype, device=dev)
+    b = torch.randn(k, k, dtype=dtype, device=dev)
+    return m * k * k / timed(lambda: a @ b, 20, runs=3, dev=dev)[0]
 
 
-def speed(crown, sd, big, torch_big, runs, name, pick):
+def speed(crown, sd, big, torch_big, runs, name, pick, dev):
     data = json.loads((sd / "reference" / "auto_lirpa" / f"{name}.json").read_text())["records"]
     recs = [r for r in data if pick(r["onnx"])]
-    net = load_onnx(sd / "benchmarks" / name / recs[0]["onnx"])
+    net = load_onnx(sd / "benchmarks" / name / recs[0]["onnx"]).to(device=dev)
     recs = [r for r in recs if r["onnx"] == recs[0]["onnx"]]
-    lo = torch.tensor([r["lower_in"] for r in recs], dtype=torch.float64)
-    hi = torch.tensor([r["upper_in"] for r in recs], dtype=torch.float64)
+    lo = torch.tensor([r["lower_in"] for r in recs], dtype=torch.float64, device=dev)
+    hi = torch.tensor([r["upper_in"] for r in recs], dtype=torch.float64, device=dev)
     ref = statistics.median(r["CROWN"]["seconds"] for r in recs)
     rows, work = [], None
     for mode in ("native", "torch"):
         def one():
             for i in range(len(recs)):
                 crown.bounds(net, lo[i:i + 1], hi[i:i + 1])
-        t1 = with_kernels(mode, lambda: timed(one, 1, runs))
+        t1 = with_kernels(mode, lambda: timed(one, 1, runs, dev))
         t1 = (t1[0] / len(recs), t1[1] / len(recs))
         nb = big if mode == "native" else min(big, torch_big)
         reps = nb // len(recs) + 1
         L, H = lo.repeat(reps, 1)[:nb], hi.repeat(reps, 1)[:nb]
-        if mode == "native" and lb.native_madds() is not None:
+        if mode == "native" and dev.type == "cpu" and lb.native_madds() is not None:
             with_kernels(mode, lambda: crown.bounds(net, L, H))
             work = lb.native_madds() / nb
-        tb = with_kernels(mode, lambda: timed(lambda: crown.bounds(net, L, H), 1, runs if mode == "native" else 1))
+        tb = with_kernels(mode, lambda: timed(lambda: crown.bounds(net, L, H), 1, runs if mode == "native" else 1,
+                                              dev))
         rows.append((mode, t1, nb, (tb[0] / nb, tb[1] / nb)))
     view = MLPView.of(net)
-    rate = matmul_rate(torch.float64)
+    rate = matmul_rate(torch.float64, dev)
     dense = dense_flops(view, net.n_outputs)
-    print(f"\n{name} ({recs[0]['onnx']}, {len(recs)} recorded boxes; best of {runs} runs [worst])")
+    print(f"\n{name} ({recs[0]['onnx']}, {len(recs)} recorded boxes, {dev}; best of {runs} runs [worst])")
     print(f"{'path':<10}{'batch1 ms/box':>22}{'x vs auto_LiRPA':>17}{'batch':>7}{'large-batch ms/box':>24}")
     for mode, t1, nb, tb in rows:
         print(f"{mode:<10}{t1[0] * 1e3:>11.3f} [{t1[1] * 1e3:>8.3f}]{ref / t1[0]:>17.1f}{nb:>7}"
               f"{tb[0] * 1e3:>12.4f} [{tb[1] * 1e3:>9.4f}]")
     print(f"{'auto_LiRPA':<10}{ref * 1e3:>11.3f}{'':>11}{1.0:>17.1f}{'':>7}{'(recorded, float32)':>24}")
-    print(f"measured torch float64 matmul rate: {rate / 1e9:.2f} G multiply-adds/s")
+    print(f"measured torch float64 matmul rate on {dev}: {rate / 1e9:.2f} G multiply-adds/s")
     print(f"floor A, dense CROWN (two rows for every hidden neuron, every neuron active): {dense / 1e6:.1f} M "
           f"multiply-adds -> {dense / rate * 1e3:.4f} ms/box; native large batch = {rows[0][3][0] * rate / dense:.2f}x")
     if work is not None:
@@ -161,18 +175,28 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--big", type=int, default=1024)
-    ap.add_argument("--torch-big", type=int, default=128, help="large batch for the (slow) torch path")
+    ap.add_argument("--torch-big", type=int, default=None,
+                    help="large batch for the torch path (default: 128 on the CPU, where it is slow; --big on a GPU)")
     ap.add_argument("--runs", type=int, default=3, help="repeat each native timing; best and worst are printed")
     ap.add_argument("--no-unsat", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (boxes and network on that device)")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {a.device}: torch sees no CUDA device")
+    torch_big = a.torch_big if a.torch_big is not None else (128 if dev.type == "cpu" else a.big)
     torch.set_num_threads(a.threads)
     sd = shared_dir()
     if sd is None:
         raise SystemExit("shared data directory not found")
     crown = get_registry().domain("crown")
-    print(f"threads: {a.threads} (torch and native); float64; auto_LiRPA times are its recorded per-box seconds")
-    speed(crown, sd, a.big, a.torch_big, a.runs, "acasxu", lambda p: "1_1" in p)
-    speed(crown, sd, a.big, a.torch_big, a.runs, "mnist_fc", lambda p: "256x6" in p)
+    print(f"device: {dev}; threads: {a.threads} (torch and native CPU); float64; auto_LiRPA times are its recorded "
+          f"per-box seconds")
+    if dev.type == "cuda":
+        from nncert.engine import kernels
+        print(f"GPU: {torch.cuda.get_device_name(dev)}; CUDA kernels built: {kernels.cuda_built()}")
+    speed(crown, sd, a.big, torch_big, a.runs, "acasxu", lambda p: "1_1" in p, dev)
+    speed(crown, sd, a.big, torch_big, a.runs, "mnist_fc", lambda p: "256x6" in p, dev)
     if not a.no_unsat:
         count_unsat(crown, sd)
 

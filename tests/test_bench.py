@@ -55,7 +55,15 @@ def test_bench_runs_subset_and_checks_truth(tmp_path):
 
 
 def test_bench_resume_after_kill(tmp_path):
-    csv = _csv(tmp_path)
+    # 8 copies of each property: far more instances than finish between the poll and the kill
+    rows = []
+    for i in range(8):
+        for prop in PROPS:
+            copy = tmp_path / f"c{i}_{prop}"
+            copy.write_text((EX / prop).read_text())
+            rows.append(f"{EX / 'mlp.onnx'},{copy},60")
+    csv = tmp_path / "instances.csv"
+    csv.write_text("\n".join(rows) + "\n")
     out = tmp_path / "r.jsonl"
     p = subprocess.Popen([sys.executable, "-m", "nncert.engine.cli", "bench", str(csv), "--out", str(out)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -65,12 +73,12 @@ def test_bench_resume_after_kill(tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     before = _lines(out)
-    if len(before) >= len(PROPS):
+    if len(before) >= len(rows):
         pytest.skip("the run finished before it could be killed")
     assert len(before) >= 2
     r = _bench(csv, "--out", out, "--resume", "--json")
     assert r.returncode == 0, r.stderr
     after = _lines(out)
     keys = [(x["onnx"], x["vnnlib"]) for x in after]
-    assert len(keys) == len(set(keys)) == len(PROPS)   # nothing done twice, nothing missing
+    assert len(keys) == len(set(keys)) == len(rows)    # nothing done twice, nothing missing
     assert after[:len(before)] == before               # finished instances were not redone

@@ -239,12 +239,30 @@ def _native_or_skip():
         pytest.skip("native extension without linear_bounds kernels")
 
 
+ISAS = {0: "plain C++", 1: "AVX2", 2: "AVX-512"}
+
+
+@pytest.fixture(params=sorted(ISAS), ids=ISAS.values())
+def isa(request):
+    """Each instruction-set copy of the native linear-bound kernels the CPU can run (lb_isa caps the choice)."""
+    _native_or_skip()
+    if not hasattr(kernels._C, "lb_isa"):
+        pytest.skip("native extension without per-instruction-set linear_bounds kernels")
+    got = kernels._C.lb_isa(request.param)
+    try:
+        if got != request.param:
+            pytest.skip(f"this CPU cannot run the {ISAS[request.param]} kernels")
+        yield got
+    finally:
+        kernels._C.lb_isa(max(ISAS))
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("sizes", [(5, 50, 50, 50, 5), (30, 16, 5), (7, 3), (20, 40, 40, 40, 40, 10),
-                                   (40, 300, 300, 6)])  # widths > the native GEMM's KC = 256 and NC = 128 blocks
-@pytest.mark.parametrize("B", [6, 71])   # the native kernel groups up to 512 / width boxes per product
-def test_native_crown_mlp_parity(monkeypatch, dtype, sizes, B):
-    _native_or_skip()
+                                   (3, 12, 24, 13, 2),   # widths at and off the micro-kernel's panel sizes
+                                   (40, 300, 300, 6)])  # widths > the native GEMM's KC = 256 reduction block
+@pytest.mark.parametrize("B", [6, 71])
+def test_native_crown_mlp_parity(monkeypatch, isa, dtype, sizes, B):
     Ws, bs = _mlp(sizes, len(sizes))
     lo = torch.randn(B, sizes[0], dtype=dtype)
     hi = lo + torch.rand(B, sizes[0], dtype=dtype) * torch.tensor([0.01, 0.1, 0.5, 1, 3, 10],
@@ -270,8 +288,7 @@ def test_native_crown_mlp_parity(monkeypatch, dtype, sizes, B):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_native_step_and_concretize_parity(monkeypatch, dtype):
-    _native_or_skip()
+def test_native_step_and_concretize_parity(monkeypatch, isa, dtype):
     g = torch.Generator().manual_seed(1)
     B, R, n, k = 3, 9, 13, 7
     Lam = torch.randn(B, R, n, generator=g, dtype=F64).to(dtype)
@@ -345,8 +362,28 @@ def _parent_and_children(n0, seed, B=8):
     return lo, hi, clo
 
 
+def test_native_dead_layers_parity_and_soundness(monkeypatch, isa):
+    """A hidden layer whose neurons are all stable inactive (the native kernel keeps no backward row columns for
+    them: empty products) and one whose neurons are all stable active: native equals torch, bounds are sound."""
+    sizes = (4, 10, 9, 12, 3)
+    Ws, bs = _mlp(sizes, 5)
+    bs[1] = bs[1] - 100.0     # layer 2: relu(z) = 0 on every box below
+    bs[2] = bs[2] + 100.0     # layer 3: relu(z) = z
+    lo = torch.randn(5, sizes[0], dtype=F64)
+    hi = lo + torch.rand(5, sizes[0], dtype=F64)
+    C = torch.randn(2, sizes[-1], dtype=F64)
+    ref = lb.crown_mlp_torch(lo, hi, Ws, bs, C)
+    monkeypatch.setenv("NNCERT_KERNELS", "native")
+    nat = lb.crown_mlp(lo, hi, Ws, bs, C)
+    for a, b in zip(ref, nat):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
+    for b in range(lo.shape[0]):
+        y = _forward(Ws, bs, box_samples(lo[b], hi[b], 500, seed=b)) @ C.T
+        assert (y >= nat[0][b] - 1e-9).all() and (y <= nat[1][b] + 1e-9).all()
+
+
 @pytest.mark.parametrize("sizes", [(5, 50, 50, 50, 5), (6, 20, 30, 20, 4), (7, 3)])
-def test_hidden_bounds_state_parity_and_soundness(monkeypatch, sizes):
+def test_hidden_bounds_state_parity_and_soundness(monkeypatch, isa, sizes):
     """crown_mlp with a parent's hidden bounds as prior: native equals torch, child bounds are sound by
     sampling, and its hidden bounds lie inside the parent's."""
     Ws, bs = _mlp(sizes, 3)

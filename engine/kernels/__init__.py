@@ -92,4 +92,6 @@ def info() -> dict:
         d.update(_C.build_info())
         if hasattr(_C, "interval_simd"):
             d["cpu_simd"] = _C.interval_simd()
+        if hasattr(_C, "lb_isa"):   # the CROWN kernels' instruction set on this CPU
+            d["crown_simd"] = ("generic", "avx2", "avx512")[_C.lb_isa()]
     return d

@@ -234,11 +234,13 @@ def concretize_box(Lam, bias, lo, hi):
 
 
 def pack_mlp(Ws, bs, dtype, device=None):
-    """Weights of an MLP in one contiguous buffer (W1, b1, W2, b2, ...; absent biases as zeros) + layer widths."""
+    """Weights of an MLP in one contiguous buffer + layer widths: W1, b1, W2, b2, ... (absent biases as zeros), then
+    W1^T, W2^T, ... (the native CPU kernel reads columns of W from them)."""
     parts, dims = [], [int(Ws[0].shape[1])]
     for W, b in zip(Ws, bs):
         parts += [W.reshape(-1), torch.zeros(W.shape[0]) if b is None else b.reshape(-1)]
         dims.append(int(W.shape[0]))
+    parts += [W.T.reshape(-1) for W in Ws]
     buf = torch.cat([p.to(dtype=dtype, device=device) for p in parts]).contiguous()
     return buf, dims
 
