@@ -9,10 +9,11 @@ Part 1, speed, on the boxes recorded in shared/reference/auto_lirpa/{acasxu,mnis
   is indicative). Batch >= 1024: the recorded boxes tiled to a large batch, native (the torch path on --torch-big
   boxes, it is slow); plus two matrix-product floors at this machine's measured torch float64 matmul rate:
   A = dense CROWN (two rows for every hidden neuron back to the input, every neuron active), and B = the products
-  this implementation requests (CROWN rows only for the neurons the intermediate-bound rule selects, neurons with
-  zero ReLU slope skipped; counted by the native CPU kernel, so CPU only). With --device cuda the boxes, the
-  network and the matmul-rate probe live on the GPU, every timing ends with a device synchronise, and the torch
-  path runs the full large batch.
+  this implementation requests (CROWN rows only for the neurons the intermediate-bound rule selects; neurons with
+  zero ReLU slope skipped, as reduction index and as output column; counted by the native CPU kernel, unpadded,
+  so CPU only). On a CPU with AVX-512 the torch rate is AVX-512's; the header says which SIMD copy of our kernels
+  runs. With --device cuda the boxes, the network and the matmul-rate probe live on the GPU, every timing ends
+  with a device synchronise, and the torch path runs the full large batch.
 Part 2, verdicts: for every instance of shared/benchmarks/*/instances.csv, the disjuncts whose rows CROWN refutes
   (upper bound of C y + d < 0 for some row), counted as unsat only when all disjuncts of all regions are refuted;
   compared with truth.csv (an unsat where truth says sat would be a soundness bug).
@@ -28,6 +29,7 @@ import time
 
 import torch
 
+from nncert.engine import kernels
 from nncert.engine.data import shared_dir
 from nncert.engine.kernels import linear_bounds as lb
 from nncert.engine.onnx_import import load_onnx
@@ -125,7 +127,7 @@ def speed(crown, sd, big, torch_big, runs, name, pick, dev):
           f"multiply-adds -> {dense / rate * 1e3:.4f} ms/box; native large batch = {rows[0][3][0] * rate / dense:.2f}x")
     if work is not None:
         print(f"floor B, products this implementation does (rows of unstable/dense layers only, inactive neurons "
-              f"skipped): {work / 1e6:.1f} M multiply-adds -> {work / rate * 1e3:.4f} ms/box; "
+              f"skipped as rows and columns): {work / 1e6:.1f} M multiply-adds -> {work / rate * 1e3:.4f} ms/box; "
               f"native large batch = {rows[0][3][0] * rate / work:.2f}x")
 
 
@@ -191,9 +193,8 @@ def main():
         raise SystemExit("shared data directory not found")
     crown = get_registry().domain("crown")
     print(f"device: {dev}; threads: {a.threads} (torch and native CPU); float64; auto_LiRPA times are its recorded "
-          f"per-box seconds")
+          f"per-box seconds; native CPU SIMD: {kernels.info().get('crown_simd', '?')}")
     if dev.type == "cuda":
-        from nncert.engine import kernels
         print(f"GPU: {torch.cuda.get_device_name(dev)}; CUDA kernels built: {kernels.cuda_built()}")
     speed(crown, sd, a.big, torch_big, a.runs, "acasxu", lambda p: "1_1" in p, dev)
     speed(crown, sd, a.big, torch_big, a.runs, "mnist_fc", lambda p: "256x6" in p, dev)
