@@ -25,6 +25,10 @@ class BadInput(NncertError):
         self.path, self.line, self.col = path, line, col
 
 
+class BadSetting(BadInput, ValueError):
+    """An environment setting (NNCERT_KERNELS, NNCERT_THREADS, NNCERT_SIMD) with a value nncert does not accept."""
+
+
 class UnsupportedOp(BadInput):
     """An op (or op variant) that the importer or a domain has no rule for; never silently approximated."""
 

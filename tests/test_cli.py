@@ -78,6 +78,14 @@ def test_bad_input_one_line_exit_2(capsys, name, argv):
     assert len(lines) == 1 and lines[0].startswith("nncert: error:") and "Traceback" not in err
 
 
+@pytest.mark.parametrize("var,value", [("NNCERT_KERNELS", "gpu"), ("NNCERT_THREADS", "0"), ("NNCERT_SIMD", "sse9")])
+def test_bad_setting_one_line_exit_2(capsys, monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    code, out, err = run(capsys, "verify", EX / "mlp.onnx", EX / "prop_0_0.01.vnnlib")
+    assert code == 2, err
+    assert out == "" and len(err.strip().splitlines()) == 1 and var in err and "Traceback" not in err
+
+
 def test_entry_point_process():
     r = subprocess.run([sys.executable, "-m", "nncert.engine.cli", "verify", str(EX / "mlp.onnx"),
                         str(EX / "prop_1_0.01.vnnlib")], capture_output=True, text=True)

@@ -2,6 +2,8 @@
 
 The torch reference is both the fallback and the oracle of the parity tests. `NNCERT_KERNELS=torch` forces the
 reference, `NNCERT_KERNELS=native` requires the native path (error if unavailable), default `auto`.
+`NNCERT_SIMD=generic|avx2|avx512` caps the instruction set of the native CROWN kernels (default: the best the CPU
+has); every copy computes the same bounds up to rounding.
 
 Interval kernels take and return boxes as (lower, upper) pairs. They compute in the dtype of their inputs and
 are exact up to floating-point rounding; domains widen their final bounds outward (`engine.numerics.widen`).
@@ -13,6 +15,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from ..errors import BadSetting
+
 try:  # the compiled extension; absent in a source checkout that was never built
     from nncert import _C  # type: ignore
 except ImportError:  # pragma: no cover - depends on the build
@@ -20,10 +24,24 @@ except ImportError:  # pragma: no cover - depends on the build
 
 
 def mode() -> str:
+    """NNCERT_KERNELS (auto, native or torch); also applies NNCERT_SIMD, read at the same moments."""
     m = os.environ.get("NNCERT_KERNELS", "auto").lower()
     if m not in ("auto", "native", "torch"):
-        raise ValueError(f"NNCERT_KERNELS must be auto, native or torch, not {m!r}")
+        raise BadSetting(f"NNCERT_KERNELS must be auto, native or torch, not {m!r}")
+    _cap_simd()
     return m
+
+
+SIMD = ("generic", "avx2", "avx512")   # the native CROWN kernels' copies, by _C.lb_isa level
+
+
+def _cap_simd() -> None:
+    v = os.environ.get("NNCERT_SIMD")
+    if v is None or _C is None or not hasattr(_C, "lb_isa"):
+        return
+    if v.lower() not in SIMD:
+        raise BadSetting(f"NNCERT_SIMD must be one of {', '.join(SIMD)}, not {v!r}")
+    _C.lb_isa(SIMD.index(v.lower()))
 
 
 def native_available() -> bool:
@@ -56,9 +74,9 @@ def threads() -> int:
         try:
             n = int(env)
         except ValueError:
-            raise ValueError(f"NNCERT_THREADS must be a positive integer, not {env!r}") from None
+            raise BadSetting(f"NNCERT_THREADS must be a positive integer, not {env!r}") from None
         if n < 1:
-            raise ValueError(f"NNCERT_THREADS must be a positive integer, not {env!r}")
+            raise BadSetting(f"NNCERT_THREADS must be a positive integer, not {env!r}")
         return n
     return _hardware_threads()
 
@@ -93,5 +111,5 @@ def info() -> dict:
         if hasattr(_C, "interval_simd"):
             d["cpu_simd"] = _C.interval_simd()
         if hasattr(_C, "lb_isa"):   # the CROWN kernels' instruction set on this CPU
-            d["crown_simd"] = ("generic", "avx2", "avx512")[_C.lb_isa()]
+            d["crown_simd"] = SIMD[_C.lb_isa()]
     return d
