@@ -108,8 +108,8 @@ def crown_mlp_torch(lo, hi, Ws, bs, C=None, min_sparsity: float = MIN_SPARSITY, 
     final hidden bounds, as a third value.
     """
     B, dt = lo.shape[0], lo.dtype
-    Ws = [W.to(dt) for W in Ws]
-    bs = [None if b is None else b.to(dt) for b in bs]
+    Ws = [W.to(dtype=dt, device=lo.device) for W in Ws]
+    bs = [None if b is None else b.to(dtype=dt, device=lo.device) for b in bs]
     L = len(Ws)
     l, u = _interval_linear(lo, hi, Ws[0], bs[0])
     if L > 1:
@@ -126,7 +126,7 @@ def crown_mlp_torch(lo, hi, Ws, bs, C=None, min_sparsity: float = MIN_SPARSITY, 
         idx = use.any(0).nonzero().flatten()
         if idx.numel():
             rows = torch.cat([Ws[k][idx], -Ws[k][idx]])                       # [2r, n_{k-1}]
-            bk = torch.zeros(len(idx), dtype=dt) if bs[k] is None else bs[k][idx]
+            bk = torch.zeros(len(idx), dtype=dt, device=lo.device) if bs[k] is None else bs[k][idx]
             Lam = rows.expand(B, *rows.shape)
             bias = torch.cat([bk, -bk]).expand(B, -1)
             lb = _backward_to_input(Lam, bias, Ws, bs, relax, k - 1, lo, hi)
@@ -141,13 +141,13 @@ def crown_mlp_torch(lo, hi, Ws, bs, C=None, min_sparsity: float = MIN_SPARSITY, 
         l, u = il, iu
     nL = Ws[-1].shape[0]
     if C is None:
-        C = torch.eye(nL, dtype=dt)
+        C = torch.eye(nL, dtype=dt, device=lo.device)
     C = C.to(dt)
     if C.dim() == 2:
         C = C.expand(B, *C.shape)
     m = C.shape[1]
     A = C @ Ws[-1]                                                             # [B, m, n_{L-1}]
-    cb = torch.zeros(B, m, dtype=dt) if bs[-1] is None else C @ bs[-1]
+    cb = torch.zeros(B, m, dtype=dt, device=lo.device) if bs[-1] is None else C @ bs[-1]
     if L == 1:
         res = concretize_box_torch(torch.cat([A, -A], 1), torch.cat([cb, -cb], 1), lo, hi)
     else:
