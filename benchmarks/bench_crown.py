@@ -128,7 +128,8 @@ def speed(crown, sd, big, torch_big, runs, name, pick, dev):
     if work is not None:
         print(f"floor B, products this implementation does (rows of unstable/dense layers only, inactive neurons "
               f"skipped as rows and columns): {work / 1e6:.1f} M multiply-adds -> {work / rate * 1e3:.4f} ms/box; "
-              f"native large batch = {rows[0][3][0] * rate / work:.2f}x")
+              f"native large batch = {rows[0][3][0] * rate / work:.2f}x (its products at "
+              f"{work / rows[0][3][0] / 1e9:.2f} G multiply-adds/s, all its other work included)")
 
 
 def count_unsat(crown, sd):

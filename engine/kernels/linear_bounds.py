@@ -22,6 +22,8 @@ Everything is exact up to floating-point rounding; domains widen their final bou
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import _C, use_native
@@ -245,6 +247,11 @@ def pack_mlp(Ws, bs, dtype, device=None):
     return buf, dims
 
 
+@functools.lru_cache(maxsize=16)
+def _eye(n, dtype, device):
+    return torch.eye(n, dtype=dtype, device=device)
+
+
 def native_madds():
     """Multiply-adds of the matrix products the native CPU crown_mlp did since the last call (R rows x active
     neurons x width, per product; padding excluded), or None without the native counter. Resets the count."""
@@ -263,9 +270,7 @@ def crown_mlp(lo, hi, Ws, bs, C=None, packed=None, prior=None, keep_inter=False)
     B = lo.shape[0]
     buf, dims = packed if packed is not None else pack_mlp(Ws, bs, dt, dev)
     nL = dims[-1]
-    if C is None:
-        C = torch.eye(nL, dtype=dt, device=dev)
-    C = _c(C.to(dt))
+    C = _eye(nL, dt, dev) if C is None else _c(C.to(dt))
     batched = C.dim() == 3
     m = C.shape[-2]
     lo, hi = _c(lo), _c(hi.to(dt))

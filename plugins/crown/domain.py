@@ -41,10 +41,14 @@ def _check_box(network, lower, upper):
     if lower.dim() != 2 or lower.shape != upper.shape or lower.shape[1] != network.n_inputs:
         raise BadInput(f"input box must be two [B, {network.n_inputs}] tensors, got {list(lower.shape)} and "
                        f"{list(upper.shape)}")
+    width = upper - lower
+    if bool((torch.isfinite(width) & (width >= 0)).all()):
+        return  # both finite (an infinite or NaN bound makes the width so) and lower <= upper: one check per box
     if not (torch.isfinite(lower).all() and torch.isfinite(upper).all()):
         raise BadInput("input box bounds must be finite")
     if (lower > upper).any():
         raise BadInput("empty input box: some lower bound exceeds its upper bound")
+    raise BadInput("input box too wide: upper - lower overflows float")
 
 
 class MLPView:
@@ -52,7 +56,7 @@ class MLPView:
 
     def __init__(self, prefix, Ws, bs):
         self.prefix, self.Ws, self.bs = prefix, Ws, bs
-        self._packed = {}
+        self._packed, self._prefix = {}, {}
 
     @classmethod
     def of(cls, network):
@@ -85,15 +89,24 @@ class MLPView:
 
     def map_box(self, lo, hi):
         """Image of the flat input box under the elementwise affine prefix (exact up to rounding)."""
-        for n in self.prefix:
-            shape = n.shape
-            if "scale" in n.params:
-                s = (torch.ones(shape, dtype=lo.dtype, device=lo.device) * n.params["scale"].to(lo)).reshape(1, -1)
+        for s, t in self._prefix_params(lo.dtype, lo.device):
+            if s is not None:
                 lo, hi = torch.minimum(lo * s, hi * s), torch.maximum(lo * s, hi * s)
-            if "shift" in n.params:
-                t = (torch.zeros(shape, dtype=lo.dtype, device=lo.device) + n.params["shift"].to(lo)).reshape(1, -1)
+            if t is not None:
                 lo, hi = lo + t, hi + t
         return lo, hi
+
+    def _prefix_params(self, dtype, device):
+        """Per prefix layer, its scale and shift as flat [1, n] rows (None where absent), cached per dtype/device."""
+        key = (dtype, str(device))
+        if key not in self._prefix:
+            def flat(n, name):
+                if name not in n.params:
+                    return None
+                full = torch.zeros(n.shape, dtype=dtype, device=device) + n.params[name].to(dtype=dtype, device=device)
+                return full.reshape(1, -1)
+            self._prefix[key] = [(flat(n, "scale"), flat(n, "shift")) for n in self.prefix]
+        return self._prefix[key]
 
     def packed(self, dtype, device):
         key = (dtype, str(device))
