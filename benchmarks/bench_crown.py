@@ -42,11 +42,15 @@ def sync(dev):
         torch.cuda.synchronize(dev)
 
 
-def timed(fn, reps, runs=1, dev=torch.device("cpu")):
-    """(best, worst) over `runs` runs of the mean time of `reps` calls (one warm-up call first); GPU work is
+def timed(fn, reps=None, runs=1, dev=torch.device("cpu"), min_run_s=0.2):
+    """(best, worst) over `runs` runs of the mean time of `reps` calls (one warm-up call first; reps=None: enough
+    calls for a run to last about min_run_s, so that short calls are not timed one by one); GPU work is
     synchronised before each clock read."""
+    t = time.perf_counter()
     fn()
     sync(dev)
+    if reps is None:
+        reps = max(1, round(min_run_s / max(time.perf_counter() - t, 1e-6)))
     ts = []
     for _ in range(runs):
         t = time.perf_counter()
@@ -102,7 +106,7 @@ def speed(crown, sd, big, torch_big, runs, name, pick, dev):
         def one():
             for i in range(len(recs)):
                 crown.bounds(net, lo[i:i + 1], hi[i:i + 1])
-        t1 = with_kernels(mode, lambda: timed(one, 1, runs, dev))
+        t1 = with_kernels(mode, lambda: timed(one, None, runs, dev))
         t1 = (t1[0] / len(recs), t1[1] / len(recs))
         nb = big if mode == "native" else min(big, torch_big)
         reps = nb // len(recs) + 1
