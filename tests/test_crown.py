@@ -219,10 +219,19 @@ def test_bad_input(crown):
     lo = torch.zeros(1, net.n_inputs, dtype=F64)
     with pytest.raises(BadInput):
         crown.bounds(net, lo, lo + 1, torch.ones(2, net.n_outputs + 1, dtype=F64))
-    with pytest.raises(BadInput):
+    with pytest.raises(BadInput, match="exceeds"):
         crown.bounds(net, lo + 1, lo)
     with pytest.raises(BadInput):
         crown.bounds_l2(net, lo, -1.0)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for side in (0, 1):
+            box = [lo.clone(), lo + 1]
+            box[side][0, -1] = bad
+            with pytest.raises(BadInput, match="finite"):
+                crown.bounds(net, *box)
+    # finite bounds whose width overflows float64 are still a box
+    huge = torch.full_like(lo, 1e308)
+    crown.bounds(net, -huge, huge)
 
 
 # ---------------------------------------------------------------------------------------------- parity

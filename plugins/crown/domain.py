@@ -43,12 +43,12 @@ def _check_box(network, lower, upper):
                        f"{list(upper.shape)}")
     width = upper - lower
     if bool((torch.isfinite(width) & (width >= 0)).all()):
-        return  # both finite (an infinite or NaN bound makes the width so) and lower <= upper: one check per box
+        return  # both finite (an infinite or NaN bound makes the width so) and lower <= upper: one test per box
     if not (torch.isfinite(lower).all() and torch.isfinite(upper).all()):
         raise BadInput("input box bounds must be finite")
     if (lower > upper).any():
         raise BadInput("empty input box: some lower bound exceeds its upper bound")
-    raise BadInput("input box too wide: upper - lower overflows float")
+    # else only the width overflowed: a valid box
 
 
 class MLPView:
