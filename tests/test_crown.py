@@ -229,9 +229,12 @@ def test_bad_input(crown):
             box[side][0, -1] = bad
             with pytest.raises(BadInput, match="finite"):
                 crown.bounds(net, *box)
-    # finite bounds whose width overflows float64 are still a box
-    huge = torch.full_like(lo, 1e308)
-    crown.bounds(net, -huge, huge)
+    huge = torch.full_like(lo, 1e308)  # finite bounds whose width overflows: bounds would be NaN
+    with pytest.raises(BadInput, match="too wide"):
+        crown.bounds(net, -huge, huge)
+    lo_b, hi_b = crown.bounds(net, -huge / 1e10, huge / 1e10)  # wide but representable: finite, sound at 0
+    y0 = net.forward_flat(torch.zeros_like(lo))
+    assert torch.isfinite(lo_b).all() and (lo_b <= y0).all() and (y0 <= hi_b).all()
 
 
 # ---------------------------------------------------------------------------------------------- parity

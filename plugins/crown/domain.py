@@ -48,7 +48,8 @@ def _check_box(network, lower, upper):
         raise BadInput("input box bounds must be finite")
     if (lower > upper).any():
         raise BadInput("empty input box: some lower bound exceeds its upper bound")
-    # else only the width overflowed: a valid box
+    # the width overflows float64: every bound would come out NaN (no information), so say why instead
+    raise BadInput("input box too wide: upper - lower overflows float64")
 
 
 class MLPView:
