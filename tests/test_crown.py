@@ -97,6 +97,23 @@ def test_generic_path_equals_mlp_path_on_benchmarks(crown):
                                     torch.tensor([r["upper_in"]], dtype=F64))
 
 
+
+@pytest.mark.parametrize("sizes", [(8, 40, 40, 40, 5), (20, 64, 64, 64, 64, 10)])
+@pytest.mark.parametrize("width", [0.05, 0.5, 3.0])
+def test_mlp_path_equals_full_crown_on_random_mlps(crown, sizes, width):
+    """The MLP path computes a neuron's CROWN lower bound only when its CROWN upper bound leaves it active or
+    unstable; its bounds equal the generic path's, which computes both sides for every selected neuron."""
+    torch.manual_seed(len(sizes))
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers += [nn.Linear(sizes[i], sizes[i + 1]), nn.ReLU()]
+    net = from_torch(nn.Sequential(*layers[:-1]).eval(), (sizes[0],)).to(F64)
+    g = torch.Generator().manual_seed(3)
+    lo = torch.randn(4, sizes[0], generator=g, dtype=F64)
+    hi = lo + width * torch.rand(4, sizes[0], generator=g, dtype=F64)
+    _generic_and_fast_agree(crown, net, lo, hi)
+    _generic_and_fast_agree(crown, net, lo, hi, torch.randn(3, sizes[-1], generator=g, dtype=F64))
+
 def _extra_nets():
     torch.manual_seed(5)
     pool = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.LeakyReLU(0.2), nn.MaxPool2d(3, stride=2, padding=1),

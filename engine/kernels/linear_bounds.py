@@ -102,7 +102,10 @@ def crown_mlp_torch(lo, hi, Ws, bs, C=None, min_sparsity: float = MIN_SPARSITY, 
     lo, hi [B, n0]; Ws[k] [n_k, n_{k-1}]; bs[k] [n_k] or None; C None, [m, n_L] or [B, m, n_L].
     Intermediate bounds: z1 by interval arithmetic (exact for one affine layer); for k >= 2 an interval
     pre-bound from the previous layer's bounds, then CROWN (backward to the input) for the rows `crown_rows`
-    selects; the other neurons keep the interval. Returns (lower, upper) [B, m], unwidened.
+    selects; the other neurons keep the interval. A selected neuron that its CROWN upper bound proves inactive
+    (u <= 0) keeps the interval lower bound: neither its relaxation (slope 0) nor the next layer's interval
+    pre-bound depends on it, so the final bounds equal those of both sides computed, and the native kernel skips
+    that row. Returns (lower, upper) [B, m], unwidened.
 
     Hidden pre-activation bounds [B, hidden_sizes(dims)] (layer by layer, l then u): `prior`, bounds valid on a
     box containing each box (e.g. from its parent in branch and bound), is intersected with the interval
@@ -137,8 +140,10 @@ def crown_mlp_torch(lo, hi, Ws, bs, C=None, min_sparsity: float = MIN_SPARSITY, 
             cl, cu = lb[:, :r], -lb[:, r:]
             if prior is not None:
                 cl, cu = torch.maximum(cl, il[:, idx]), torch.minimum(cu, iu[:, idx])
+            # a neuron proven inactive by its CROWN upper bound keeps the interval lower bound (the native
+            # kernel skips that row)
             il, iu = il.clone(), iu.clone()
-            il[:, idx] = torch.where(u_idx, cl, il[:, idx])
+            il[:, idx] = torch.where(u_idx & (cu > 0), cl, il[:, idx])
             iu[:, idx] = torch.where(u_idx, cu, iu[:, idx])
         l, u = il, iu
     nL = Ws[-1].shape[0]
