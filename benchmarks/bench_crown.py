@@ -4,16 +4,17 @@
     python benchmarks/bench_crown.py --device cuda --big 16384 --no-unsat     # the GPU table
 
 Part 1, speed, on the boxes recorded in shared/reference/auto_lirpa/{acasxu,mnist_fc}.json (float64, C = I):
-  batch 1: mean per-box time of our native kernel and of our torch path (NNCERT_KERNELS=torch), beside the
-  median of auto_LiRPA's recorded CROWN "seconds" for the same records (recorded elsewhere, earlier; the ratio
-  is indicative). Batch >= 1024: the recorded boxes tiled to a large batch, native (the torch path on --torch-big
-  boxes, it is slow); plus two matrix-product floors at this machine's measured torch float64 matmul rate:
-  A = dense CROWN (two rows for every hidden neuron back to the input, every neuron active), and B = the products
-  this implementation requests (CROWN rows only for the neurons the intermediate-bound rule selects; neurons with
-  zero ReLU slope skipped, as reduction index and as output column; counted by the native CPU kernel, unpadded,
-  so CPU only). On a CPU with AVX-512 the torch rate is AVX-512's; the header says which SIMD copy of our kernels
-  runs. With --device cuda the boxes, the network and the matmul-rate probe live on the GPU, every timing ends
-  with a device synchronise, and the torch path runs the full large batch.
+  batch 1: mean per-box time of our native kernel and of our torch path (NNCERT_KERNELS=torch), beside the mean of
+  auto_LiRPA's recorded CROWN "seconds" over the same records, the same statistic (recorded elsewhere, earlier; the
+  ratio is indicative). Batch >= 1024: the recorded boxes tiled to a large batch, native (the torch path on
+  --torch-big boxes, it is slow); plus two matrix-product floors at this machine's measured torch float64 matmul rate:
+  A = dense CROWN (two rows for every hidden neuron back to the input, every neuron active), and B = the products this
+  implementation requests (CROWN rows only for the neurons the intermediate-bound rule selects, and a lower-bound row
+  only when the upper-bound row leaves the neuron active or unstable; neurons with zero ReLU slope skipped, as
+  reduction index and as output column; counted by the native CPU kernel, unpadded, so CPU only). On a CPU with
+  AVX-512 the torch rate is AVX-512's; the header says which SIMD copy of our kernels runs. With --device cuda the
+  boxes, the network and the matmul-rate probe live on the GPU, every timing ends with a device synchronise, and the
+  torch path runs the full large batch.
 Part 2, verdicts: for every instance of shared/benchmarks/*/instances.csv, the disjuncts whose rows CROWN refutes
   (upper bound of C y + d < 0 for some row), counted as unsat only when all disjuncts of all regions are refuted;
   compared with truth.csv (an unsat where truth says sat would be a soundness bug).
@@ -100,7 +101,7 @@ def speed(crown, sd, big, torch_big, runs, name, pick, dev):
     recs = [r for r in recs if r["onnx"] == recs[0]["onnx"]]
     lo = torch.tensor([r["lower_in"] for r in recs], dtype=torch.float64, device=dev)
     hi = torch.tensor([r["upper_in"] for r in recs], dtype=torch.float64, device=dev)
-    ref = statistics.median(r["CROWN"]["seconds"] for r in recs)
+    ref = statistics.mean(r["CROWN"]["seconds"] for r in recs)
     rows, work = [], None
     for mode in ("native", "torch"):
         def one():
@@ -130,7 +131,8 @@ def speed(crown, sd, big, torch_big, runs, name, pick, dev):
     print(f"floor A, dense CROWN (two rows for every hidden neuron, every neuron active): {dense / 1e6:.1f} M "
           f"multiply-adds -> {dense / rate * 1e3:.4f} ms/box; native large batch = {rows[0][3][0] * rate / dense:.2f}x")
     if work is not None:
-        print(f"floor B, products this implementation does (rows of unstable/dense layers only, inactive neurons "
+        print(f"floor B, products this implementation does (rows of unstable/dense layers only, no lower row for "
+              f"a neuron its upper row proves inactive, inactive neurons "
               f"skipped as rows and columns): {work / 1e6:.1f} M multiply-adds -> {work / rate * 1e3:.4f} ms/box; "
               f"native large batch = {rows[0][3][0] * rate / work:.2f}x (its products at "
               f"{work / rows[0][3][0] / 1e9:.2f} G multiply-adds/s, all its other work included)")

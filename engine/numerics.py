@@ -13,7 +13,8 @@ ABS = 1e-9
 
 
 def widen(lo: torch.Tensor, hi: torch.Tensor, rel: float = REL, abs_: float = ABS):
-    return lo - rel * lo.abs() - abs_, hi + rel * hi.abs() + abs_
+    """(lo - rel |lo| - abs_, hi + rel |hi| + abs_), new tensors."""
+    return torch.add(lo, lo.abs(), alpha=-rel).sub_(abs_), torch.add(hi, hi.abs(), alpha=rel).add_(abs_)
 
 
 def refuted(upper: torch.Tensor, d: torch.Tensor) -> torch.Tensor:

@@ -41,9 +41,11 @@ def _check_box(network, lower, upper):
     if lower.dim() != 2 or lower.shape != upper.shape or lower.shape[1] != network.n_inputs:
         raise BadInput(f"input box must be two [B, {network.n_inputs}] tensors, got {list(lower.shape)} and "
                        f"{list(upper.shape)}")
-    width = upper - lower
-    if bool((torch.isfinite(width) & (width >= 0)).all()):
-        return  # both finite (an infinite or NaN bound makes the width so) and lower <= upper: one test per box
+    if lower.numel() == 0:
+        return
+    span = torch.aminmax(upper - lower)  # every width finite (an infinite or NaN bound makes it not) and >= 0
+    if float(span.min) >= 0 and float(span.max) < math.inf:  # NaN propagates and fails both
+        return
     if not (torch.isfinite(lower).all() and torch.isfinite(upper).all()):
         raise BadInput("input box bounds must be finite")
     if (lower > upper).any():
