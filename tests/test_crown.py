@@ -97,7 +97,6 @@ def test_generic_path_equals_mlp_path_on_benchmarks(crown):
                                     torch.tensor([r["upper_in"]], dtype=F64))
 
 
-
 @pytest.mark.parametrize("sizes", [(8, 40, 40, 40, 5), (20, 64, 64, 64, 64, 10)])
 @pytest.mark.parametrize("width", [0.05, 0.5, 3.0])
 def test_mlp_path_equals_full_crown_on_random_mlps(crown, sizes, width):
@@ -113,6 +112,7 @@ def test_mlp_path_equals_full_crown_on_random_mlps(crown, sizes, width):
     hi = lo + width * torch.rand(4, sizes[0], generator=g, dtype=F64)
     _generic_and_fast_agree(crown, net, lo, hi)
     _generic_and_fast_agree(crown, net, lo, hi, torch.randn(3, sizes[-1], generator=g, dtype=F64))
+
 
 def _extra_nets():
     torch.manual_seed(5)
