@@ -13,8 +13,8 @@ Part 1, speed, on the boxes recorded in shared/reference/auto_lirpa/{acasxu,mnis
   only when the upper-bound row leaves the neuron active or unstable; neurons with zero ReLU slope skipped, as
   reduction index and as output column; counted by the native CPU kernel, unpadded, so CPU only). On a CPU with
   AVX-512 the torch rate is AVX-512's; the header says which SIMD copy of our kernels runs. With --device cuda the
-  boxes, the network and the matmul-rate probe live on the GPU, every timing ends with a device synchronise, and the
-  torch path runs the full large batch.
+  boxes, the network and the matmul-rate probe live on the GPU, every timing ends with a device synchronise, the
+  torch path runs the full large batch, and the device's bounds on the recorded boxes are compared with the CPU's.
 Part 2, verdicts: for every instance of shared/benchmarks/*/instances.csv, the disjuncts whose rows CROWN refutes
   (upper bound of C y + d < 0 for some row), counted as unsat only when all disjuncts of all regions are refuted;
   compared with truth.csv (an unsat where truth says sat would be a soundness bug).
@@ -118,6 +118,11 @@ def speed(crown, sd, big, torch_big, runs, name, pick, dev):
         tb = with_kernels(mode, lambda: timed(lambda: crown.bounds(net, L, H), 1, runs if mode == "native" else 1,
                                               dev))
         rows.append((mode, t1, nb, (tb[0] / nb, tb[1] / nb)))
+    if dev.type == "cuda":  # the device's bounds on the recorded boxes against the CPU kernel's
+        got = torch.cat(crown.bounds(net, lo, hi)).cpu()
+        cpu = torch.cat(crown.bounds(load_onnx(sd / "benchmarks" / name / recs[0]["onnx"]), lo.cpu(), hi.cpu()))
+        print(f"\n{name}: {dev} bounds vs CPU bounds on the recorded boxes: max |diff| / (1 + |cpu|) = "
+              f"{float(((got - cpu).abs() / (1 + cpu.abs())).max()):.2e}")
     view = MLPView.of(net)
     rate = matmul_rate(torch.float64, dev)
     dense = dense_flops(view, net.n_outputs)

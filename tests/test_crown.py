@@ -339,34 +339,64 @@ def test_native_step_and_concretize_parity(monkeypatch, isa, dtype):
         torch.testing.assert_close(c, a, **tol)
 
 
+def test_gpu_chunks_equal_one_pass(monkeypatch):
+    """The GPU driver's split into chunks (run here on CPU tensors, chunk size forced) gives the bounds, hidden
+    bounds and prior handling of one crown_mlp_torch pass, also with a per-box C."""
+    Ws, bs = _mlp((6, 20, 30, 20, 4), 5)
+    lo, hi, clo = _parent_and_children(6, 5)
+    C = torch.randn(lo.shape[0], 3, 4, dtype=F64)
+    parent = lb.crown_mlp_torch(lo, hi, Ws, bs, C, keep_inter=True)
+    ref = lb.crown_mlp_torch(clo, hi, Ws, bs, C, prior=parent[2], keep_inter=True)
+    monkeypatch.setattr(lb, "gpu_chunk", lambda *a: 3)
+    got = lb._crown_mlp_gpu(clo, hi, Ws, bs, C, parent[2], True)
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lb._crown_mlp_gpu(lo, hi, Ws, bs, None, None, False),
+                               lb.crown_mlp_torch(lo, hi, Ws, bs), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cuda_crown_mlp_parity(dtype):
+def test_cuda_crown_mlp_parity(monkeypatch, dtype):
+    """On a GPU, crown_mlp (native relaxation and concretisation kernels, cuBLAS products, split into chunks) equals
+    the torch reference on the CPU: bounds, hidden bounds with a prior, per-box C; and so does one step."""
     if not kernels.cuda_built():
         pytest.skip("extension built without CUDA")
-    Ws, bs = _mlp((5, 50, 50, 50, 5), 0)
-    B = 64
-    lo = torch.randn(B, 5, dtype=dtype)
-    hi = lo + torch.rand(B, 5, dtype=dtype)
-    C = torch.randn(B, 3, 5, dtype=dtype)
-    ref = lb.crown_mlp_torch(lo, hi, [W.to(dtype) for W in Ws], [b.to(dtype) for b in bs], C)
+    monkeypatch.setenv("NNCERT_KERNELS", "native")
     dev = torch.device("cuda")
-    got = lb.crown_mlp(lo.to(dev), hi.to(dev), [W.to(dev) for W in Ws], [b.to(dev) for b in bs], C.to(dev))
-    torch.cuda.synchronize()
     tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-3, atol=2e-3)
-    for a, b in zip(ref, got):
-        torch.testing.assert_close(b.cpu(), a, **tol)
-    # single fused step and concretisation
-    Lam = torch.randn(4, 6, 50, dtype=dtype)
-    l = torch.randn(4, 50, dtype=dtype)
+    for sizes in [(5, 50, 50, 50, 5), (40, 300, 300, 6), (7, 3)]:
+        Ws, bs = _mlp(sizes, 0)
+        Ws, bs = [W.to(dtype) for W in Ws], [b.to(dtype) for b in bs]
+        lo, hi, clo = (t.to(dtype) for t in _parent_and_children(sizes[0], 16, B=24))
+        C = torch.randn(lo.shape[0], 3, sizes[-1], dtype=dtype)
+        parent = lb.crown_mlp_torch(lo, hi, Ws, bs, C, keep_inter=True)
+        ref = lb.crown_mlp_torch(clo, hi, Ws, bs, C, prior=parent[2], keep_inter=True)
+        on = lambda *ts: [t.to(dev) for t in ts]
+        got = lb.crown_mlp(*on(clo, hi), on(*Ws), on(*bs), C.to(dev), prior=parent[2].to(dev), keep_inter=True)
+        for a, b in zip(ref, got):
+            torch.testing.assert_close(b.cpu(), a, **tol)
+        with monkeypatch.context() as mp:   # several chunks
+            mp.setattr(lb, "gpu_chunk", lambda *a: 5)
+            got = lb.crown_mlp(*on(lo, hi), on(*Ws), on(*bs))
+        for a, b in zip(lb.crown_mlp_torch(lo, hi, Ws, bs), got):
+            torch.testing.assert_close(b.cpu(), a, **tol)
+    # single fused step, with rows shared by all boxes (stride 0) and with rows of their own; concretisation
+    g = torch.Generator().manual_seed(2)
+    B, R, n, k = 37, 6, 50, 33
+    l = torch.randn(B, n, generator=g, dtype=F64).to(dtype)
     al, au, cu = lb.relu_relax(l, l + 1)
-    bias = torch.zeros(4, 6, dtype=dtype)
-    W = Ws[1].to(dtype)
-    r1 = lb.backward_relu_linear_torch(Lam, W, bs[1].to(dtype), al, au, cu, bias)
-    g1 = lb.backward_relu_linear(*(t.to(dev) for t in (Lam, W, bs[1].to(dtype), al, au, cu, bias)))
-    torch.cuda.synchronize()
-    for a, b in zip(r1, g1):
-        torch.testing.assert_close(b.cpu(), a, **tol)
+    W, b = (torch.randn(*s, generator=g, dtype=F64).to(dtype) for s in ((n, k), (n,)))
+    lo = torch.randn(B, k, dtype=dtype)
+    hi = lo + 1
+    for Lam, bias in [(torch.randn(R, n, dtype=dtype).expand(B, R, n), torch.randn(R, dtype=dtype).expand(B, R)),
+                      (torch.randn(B, R, n, dtype=dtype), torch.randn(B, R, dtype=dtype))]:
+        for bb in (b, None):
+            r1 = lb.backward_relu_linear_torch(Lam, W, bb, al, au, cu, bias)
+            g1 = lb.backward_relu_linear(*on(Lam, W), None if bb is None else bb.to(dev), *on(al, au, cu, bias))
+            c1 = lb.concretize_box(g1[0], g1[1], *on(lo, hi))
+            for a, c in zip(r1 + (lb.concretize_box_torch(*r1, lo, hi),), g1 + (c1,)):
+                torch.testing.assert_close(c.cpu(), a, **tol)
 
 
 # ---------------------------------------------------------------------------------- nested boxes (branch and bound)

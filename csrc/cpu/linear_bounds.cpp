@@ -232,8 +232,8 @@ void register_linear_bounds(py::module_& m) {
       },
       "min over boxes of Lam @ x + bias");
 #ifdef WITH_CUDA
-  m.def("lb_crown_mlp_cuda", &lb_crown_mlp_cuda, "CUDA lb_crown_mlp (device pointers, stream as integer)");
-  m.def("lb_backward_relu_linear_cuda", &lb_backward_relu_linear_cuda, "CUDA lb_backward_relu_linear");
+  m.def("lb_relax_rows_cuda", &lb_relax_rows_cuda,
+        "CUDA: relaxed rows Lz and biases of one backward step (device pointers, stream as integer)");
   m.def("lb_concretize_box_cuda", &lb_concretize_box_cuda, "CUDA lb_concretize_box");
 #endif
 }

@@ -19,6 +19,9 @@ Kernels (each batched over B boxes, computing in the dtype of its inputs):
   concretize_box(Lam, bias, lo, hi)     -> min over the box of Lam @ x + bias   [B, R]
   crown_mlp(lo, hi, Ws, bs, C)          -> (lower, upper) of C @ f(x) over each box, whole CROWN pass
 Everything is exact up to floating-point rounding; domains widen their final bounds (engine.numerics.widen).
+Native: on the CPU one call does the whole crown_mlp pass (csrc/cpu); on a GPU crown_mlp runs the reference in
+chunks that fit the device memory, its passes over the rows in CUDA kernels (csrc/cuda: relaxation with the bias
+terms, concretisation) and its products Lz @ W in cuBLAS through torch.
 """
 from __future__ import annotations
 
@@ -183,9 +186,10 @@ def _dtype_code(t: torch.Tensor) -> int:
     return {torch.float64: 0, torch.float32: 1}.get(t.dtype, -1)
 
 
-def _native_ok(t: torch.Tensor, name: str) -> bool:
+def _native_ok(t: torch.Tensor, name: str, cuda_name: str | None = None) -> bool:
+    """Whether the native kernel `name` (`cuda_name`, default name + "_cuda", for tensors on a GPU) runs on t."""
     if t.device.type == "cuda":
-        name = name + "_cuda"
+        name = cuda_name or name + "_cuda"
     return use_native(t) and _has(name) and _dtype_code(t) >= 0
 
 
@@ -202,11 +206,15 @@ def _threads() -> int:
 
 
 def backward_relu_linear(Lam, W, b, al, au, cu, bias):
-    """Fused backward step through ReLU + linear layer; native when available (see module docstring)."""
-    if not _native_ok(Lam, "lb_backward_relu_linear"):
+    """Fused backward step through ReLU + linear layer; native when available (see module docstring). On a GPU
+    the native kernel forms the relaxed rows Lz and the new biases in one pass, and the product Lz @ W goes to the
+    BLAS (cuBLAS, through torch)."""
+    if not _native_ok(Lam, "lb_backward_relu_linear", "lb_relax_rows_cuda"):
         return backward_relu_linear_torch(Lam, W, b, al, au, cu, bias)
     dt = Lam.dtype
     B, R, n = Lam.shape
+    if Lam.device.type == "cuda":
+        return _backward_cuda(Lam, W.to(dt), b, al, au, cu, bias)
     k = W.shape[1]
     Lam, W, al, au, cu, bias = (_c(t.to(dt).expand(B, R, n) if t is Lam else t.to(dt))
                                 for t in (Lam, W, al, au, cu, bias))
@@ -214,13 +222,34 @@ def backward_relu_linear(Lam, W, b, al, au, cu, bias):
     bb = None if b is None else _c(b.to(dt))
     out = torch.empty(B, R, k, dtype=dt, device=Lam.device)
     bout = torch.empty(B, R, dtype=dt, device=Lam.device)
-    args = (_dtype_code(Lam), Lam.data_ptr(), W.data_ptr(), 0 if bb is None else bb.data_ptr(), al.data_ptr(),
-            au.data_ptr(), cu.data_ptr(), bias.data_ptr(), out.data_ptr(), bout.data_ptr(), B, R, n, k)
-    if Lam.device.type == "cuda":
-        _C.lb_backward_relu_linear_cuda(*args, _stream(Lam))
-    else:
-        _C.lb_backward_relu_linear(*args, _threads())
+    _C.lb_backward_relu_linear(_dtype_code(Lam), Lam.data_ptr(), W.data_ptr(), 0 if bb is None else bb.data_ptr(),
+                               al.data_ptr(), au.data_ptr(), cu.data_ptr(), bias.data_ptr(), out.data_ptr(),
+                               bout.data_ptr(), B, R, n, k, _threads())
     return out, bout
+
+
+def _shared_or_contiguous(t):
+    """(t, batch stride) without copying when t is one [R, ...] block expanded over the batch (stride 0), else
+    (contiguous t, its batch stride)."""
+    if t.stride(0) == 0 and t[0].is_contiguous():
+        return t, 0
+    t = t.contiguous()
+    return t, t.stride(0)
+
+
+def _backward_cuda(Lam, W, b, al, au, cu, bias):
+    dt = Lam.dtype
+    B, R, n = Lam.shape
+    lam, ls = _shared_or_contiguous(Lam)
+    bias, bst = _shared_or_contiguous(bias.to(dt).expand(B, R))
+    al, au, cu = (_c(t.to(dt)) for t in (al, au, cu))
+    bb = None if b is None else _c(b.to(dt))
+    lz = torch.empty(B, R, n, dtype=dt, device=Lam.device)
+    bout = torch.empty(B, R, dtype=dt, device=Lam.device)
+    _C.lb_relax_rows_cuda(_dtype_code(Lam), lam.data_ptr(), ls, 0 if bb is None else bb.data_ptr(), al.data_ptr(),
+                          au.data_ptr(), cu.data_ptr(), bias.data_ptr(), bst, lz.data_ptr(), bout.data_ptr(), B, R,
+                          n, _stream(Lam))
+    return lz @ W, bout
 
 
 def concretize_box(Lam, bias, lo, hi):
@@ -263,13 +292,46 @@ def native_madds():
     return _C.lb_crown_mlp_madds() if _has("lb_crown_mlp_madds") else None
 
 
+GPU_MEMORY_FRACTION = 0.25
+
+
+def gpu_chunk(dims, m, dtype, device) -> int:
+    """Boxes per chunk of a CROWN pass on a GPU: its bound-row tensors (two rows for every neuron of the widest hidden
+    layer, or the 2m output rows, by the widest layer; at most 8 such alive at once, torch path included) within
+    GPU_MEMORY_FRACTION of the memory the device and torch's cache have free."""
+    rows = 2 * max(max(dims[1:-1], default=0), m)
+    per_box = 8 * rows * max(dims) * (torch.finfo(dtype).bits // 8)
+    free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return max(1, int(free * GPU_MEMORY_FRACTION) // per_box)
+
+
+def _crown_mlp_gpu(lo, hi, Ws, bs, C, prior, keep_inter):
+    """crown_mlp_torch in chunks of gpu_chunk boxes (its native steps: relaxation and concretisation kernels,
+    products by cuBLAS)."""
+    B = lo.shape[0]
+    dims = [int(Ws[0].shape[1])] + [int(W.shape[0]) for W in Ws]
+    step = gpu_chunk(dims, dims[-1] if C is None else C.shape[-2], lo.dtype, lo.device)
+    if B <= step:
+        return crown_mlp_torch(lo, hi, Ws, bs, C, prior=prior, keep_inter=keep_inter)
+    parts = []
+    for s in range(0, B, step):
+        part = slice(s, s + step)
+        Cp = C[part] if C is not None and C.dim() == 3 else C
+        parts.append(crown_mlp_torch(lo[part], hi[part], Ws, bs, Cp, prior=None if prior is None else prior[part],
+                                     keep_inter=keep_inter))
+    return tuple(torch.cat(t) for t in zip(*parts))
+
+
 def crown_mlp(lo, hi, Ws, bs, C=None, packed=None, prior=None, keep_inter=False):
     """CROWN bounds of C @ f(x) on a ReLU MLP over each box (semantics of crown_mlp_torch, including `prior` and
-    `keep_inter`); native when available (prior/keep_inter: CPU only).
+    `keep_inter`). CPU: one native call for the whole pass when available. GPU: crown_mlp_torch in chunks that fit
+    the device memory, with the native CUDA relaxation and concretisation kernels when built.
 
-    packed: optional cached pack_mlp(Ws, bs, lo.dtype, lo.device) result.
+    packed: optional cached pack_mlp(Ws, bs, lo.dtype, lo.device) result (CPU kernel).
     """
-    if not _native_ok(lo, "lb_crown_mlp") or (lo.device.type == "cuda" and (prior is not None or keep_inter)):
+    if lo.device.type == "cuda":
+        return _crown_mlp_gpu(lo, hi, Ws, bs, C, prior, keep_inter)
+    if not _native_ok(lo, "lb_crown_mlp"):
         return crown_mlp_torch(lo, hi, Ws, bs, C, prior=prior, keep_inter=keep_inter)
     dt, dev = lo.dtype, lo.device
     B = lo.shape[0]
@@ -283,9 +345,6 @@ def crown_mlp(lo, hi, Ws, bs, C=None, packed=None, prior=None, keep_inter=False)
     out_hi = torch.empty(B, m, dtype=dt, device=dev)
     args = (_dtype_code(lo), lo.data_ptr(), hi.data_ptr(), B, buf.data_ptr(), dims, C.data_ptr(), int(batched), m,
             out_lo.data_ptr(), out_hi.data_ptr())
-    if dev.type == "cuda":
-        _C.lb_crown_mlp_cuda(*args, _stream(lo), MIN_SPARSITY)
-        return out_lo, out_hi
     H = hidden_sizes(dims)
     if prior is not None:
         prior = _c(prior.to(dt))
