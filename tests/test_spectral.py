@@ -68,6 +68,23 @@ def test_native_torch_parity(monkeypatch):
     assert torch.allclose(sn, st, rtol=1e-10)
 
 
+@pytest.mark.parametrize("kernels", ["native", "torch"])
+def test_gram_bound_non_finite(monkeypatch, kernels):
+    """NaN or infinite entries are refused (a NaN matrix once bounded to 0, certifying anything); a finite matrix
+    whose Frobenius norm overflows gets the trivial bound +inf."""
+    from nncert.engine.errors import BadInput
+    monkeypatch.setenv("NNCERT_KERNELS", kernels)
+    for bad in (math.nan, math.inf, -math.inf):
+        A = torch.randn(3, 6, 5, dtype=torch.float64)
+        A[1, 2, 3] = bad
+        with pytest.raises(BadInput, match="NaN or infinite"):
+            S.gram_bound(A, 6)
+    A = torch.randn(3, 6, 5, dtype=torch.float64)
+    A[2] *= 1e200
+    b = S.gram_bound(A, 6)
+    assert math.isinf(b[2]) and b[2] > 0 and torch.isfinite(b[:2]).all() and (b[:2] >= exact(A[:2])).all()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_parity():
     if not (_C is not None and hasattr(_C, "spectral_gram_bound_f64_cuda")):

@@ -102,7 +102,7 @@ bool use_avx2() { return false; }
 // One matrix: A [m, n] row-major, m >= n. Scratch: G (m*n), M (n*n).
 double gram_one(const double* A, int64_t m, int64_t n, int iters, std::vector<double>& G, std::vector<double>& M) {
   const double a = frob(A, m * n);
-  if (!(a > 0)) return 0.0;
+  if (a == 0 || !std::isfinite(a)) return a;  // zero matrix: 0; overflow: +inf (NaN entries: NaN)
   std::vector<double> Fs, fs, es;
   Fs.reserve(iters + 1);
   for (int64_t i = 0; i < m * n; ++i) G[i] = A[i] / a;

@@ -112,6 +112,7 @@ std::string last_error() {
 template <typename T>
 void launch_linear(const T* lo, const T* hi, const T* W, const T* b, T* olo, T* ohi, int64_t B, int64_t in,
                    int64_t out, int act, double alpha, cudaStream_t s) {
+  if (B <= 0 || out <= 0) return;  // nothing to write (a launch with no blocks would be an error)
   const dim3 block(kTile, kTile);
   const dim3 grid(static_cast<unsigned>((B + kTile - 1) / kTile), static_cast<unsigned>((out + kTile - 1) / kTile));
   linear_kernel<T><<<grid, block, 0, s>>>(lo, hi, W, b, olo, ohi, B, in, out, act, static_cast<T>(alpha));

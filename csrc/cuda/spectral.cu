@@ -42,8 +42,8 @@ __global__ void gram_kernel(const double* __restrict__ A, double* __restrict__ o
   double s = 0;
   for (int64_t i = threadIdx.x; i < m * n; i += blockDim.x) s += Ab[i] * Ab[i];
   const double a = sqrt(block_sum(s, red));
-  if (!(a > 0)) {
-    if (threadIdx.x == 0) out[b] = 0.0;
+  if (a == 0 || !isfinite(a)) {  // zero matrix: 0; overflow: +inf (NaN entries: NaN)
+    if (threadIdx.x == 0) out[b] = a;
     return;
   }
   double Fs[kMaxIters + 1], fs[kMaxIters], es[kMaxIters];

@@ -144,7 +144,7 @@ def gram_bound_torch(A: torch.Tensor, iters: int = 6) -> torch.Tensor:
     Bn = A.shape[0]
     if A.numel() == 0:
         return torch.zeros(Bn, dtype=torch.float64, device=A.device)
-    a = (A * A).sum((1, 2)).sqrt()
+    a = (A * A).sum((1, 2)).sqrt()   # +inf when ||A||_F overflows (NaN for NaN entries): returned as it is
     safe = lambda x: torch.where(x > 0, x, torch.ones_like(x))  # noqa: E731  (zero matrices stay zero)
     G = A / safe(a)[:, None, None]
     Fs, fs, es = [_frob_hi(G)], [], []
@@ -159,7 +159,7 @@ def gram_bound_torch(A: torch.Tensor, iters: int = 6) -> torch.Tensor:
     Uc = Fs[-1]
     for t in range(iters - 1, -1, -1):
         Uc = torch.sqrt(fs[t] * (Uc + U * Fs[t + 1]) + es[t]) * STEP
-    return a * (Uc + U * Fs[0]) * STEP
+    return torch.where(torch.isfinite(a), a * (Uc + U * Fs[0]) * STEP, a)
 
 
 def gram_bound(A: torch.Tensor, iters: int = 6) -> torch.Tensor:
@@ -167,6 +167,7 @@ def gram_bound(A: torch.Tensor, iters: int = 6) -> torch.Tensor:
 
     Dispatches to the native kernel (CPU, CUDA) when available, else the torch reference (same algorithm and
     the same proof; the native CPU kernel computes only the upper triangle of each symmetric Gram matrix).
+    NaN or infinite entries raise BadInput; a matrix whose Frobenius norm overflows gets +inf.
     """
     single = A.dim() == 2
     if single:
@@ -174,6 +175,7 @@ def gram_bound(A: torch.Tensor, iters: int = 6) -> torch.Tensor:
     if A.dim() != 3:
         raise ValueError(f"gram_bound wants [B, m, n] matrices, got shape {tuple(A.shape)}")
     A = A.detach()
+    _check_finite(A, "gram_bound")
     # the native kernels win on batches of small matrices; large ones go to torch's BLAS (same proof)
     if use_native(A) and A.numel() > 0 and (min(A.shape[1], A.shape[2]) <= NATIVE_MAX_N or A.device.type == "cuda"
                                             or os.environ.get("NNCERT_KERNELS", "").lower() == "native"):
