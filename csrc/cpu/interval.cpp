@@ -390,7 +390,7 @@ void register_interval(pybind11::module_& m) {
       "CUDA: as interval_conv2d, device pointers, enqueued on `stream`.");
 #endif
 
-  py::class_<IntervalChain>(m, "IntervalChain",
+  py::class_<IntervalChain>(m, "IntervalChain", py::module_local(),
                             "Plan of a chain of linear layers each followed by an elementwise monotone activation "
                             "(0 none, 1 relu, 2 leaky_relu(alpha >= 0), 3 sigmoid, 4 tanh). CPU plans copy and "
                             "pack the weights; CUDA plans keep the device pointers (the caller keeps them alive).")
