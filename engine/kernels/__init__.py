@@ -53,10 +53,13 @@ def cuda_built() -> bool:
 
 
 def use_native(t: torch.Tensor) -> bool:
+    """Whether t's kernels run native. The CUDA kernels carry their own (static) CUDA runtime, whose current device
+    need not follow torch's: tensors on a GPU other than device 0 take the torch path (untested on several GPUs)."""
     m = mode()
     if m == "torch":
         return False
-    ok = _C is not None and (t.device.type == "cpu" or (t.device.type == "cuda" and cuda_built()))
+    ok = _C is not None and (t.device.type == "cpu" or (t.device.type == "cuda" and t.device.index in (None, 0)
+                                                       and cuda_built()))
     if m == "native" and not ok:
         raise RuntimeError(f"NNCERT_KERNELS=native but no native kernel for device {t.device}")
     return ok
