@@ -256,3 +256,52 @@ def test_cuda_conv2d_parity(dtype, case):
     ref = I.interval_conv2d_torch(lo, hi, W, b, stride, pads, dil, groups)
     for x, y in zip(got, ref):
         torch.testing.assert_close(x.cpu(), y, **TOL[dtype])
+
+
+# -- first-use check of the CUDA kernels ----------------------------------------------------------------------------
+@native_only
+def test_kernel_check_passes_on_cpu_and_names_a_broken_kernel(monkeypatch):
+    """cuda_check.check runs on any device: on the CPU it checks the CPU kernels (they match), and a kernel that
+    returns a wrong bound is named."""
+    from nncert.engine.kernels import cuda_check
+    from nncert.engine.kernels import linear_bounds as lb
+
+    assert cuda_check.check(torch.device("cpu")) is None
+    good = lb.concretize_box
+    monkeypatch.setattr(lb, "concretize_box", lambda *a: good(*a) + 1e-6)
+    assert "concretize_box" in cuda_check.check(torch.device("cpu"))
+    monkeypatch.setattr(lb, "concretize_box", lambda *a: good(*a).fill_(float("nan")))
+    assert "non-finite" in cuda_check.check(torch.device("cpu"))
+
+
+def test_cuda_kernels_run_only_after_their_check(monkeypatch):
+    """use_native's gate for GPUs: the check runs once; a failure warns and keeps the torch path, or raises under
+    NNCERT_KERNELS=native; while it runs, native kernels are allowed (it calls them)."""
+    from nncert.engine.kernels import cuda_check
+
+    calls = []
+
+    def fake(result):
+        def check(device):
+            calls.append(kernels._cuda_state)
+            return result
+        return check
+
+    monkeypatch.setattr(kernels, "_cuda_state", None)
+    monkeypatch.setattr(cuda_check, "check", fake("interval_linear differs"))
+    with pytest.warns(UserWarning, match="interval_linear differs"):
+        assert not kernels.cuda_checked("auto")
+    assert not kernels.cuda_checked("auto") and calls == ["checking"]
+    with pytest.raises(RuntimeError, match="failed their check"):
+        kernels.cuda_checked("native")
+    assert kernels.info()["cuda_check"] == "interval_linear differs"
+    monkeypatch.setattr(kernels, "_cuda_state", None)
+    monkeypatch.setattr(cuda_check, "check", fake(None))
+    assert kernels.cuda_checked("native") and kernels.cuda_checked("auto") and len(calls) == 2
+
+
+@cuda_only
+def test_cuda_kernels_pass_their_check():
+    from nncert.engine.kernels import cuda_check
+
+    assert cuda_check.check(torch.device("cuda", 0)) is None

@@ -54,15 +54,42 @@ def cuda_built() -> bool:
 
 def use_native(t: torch.Tensor) -> bool:
     """Whether t's kernels run native. The CUDA kernels carry their own (static) CUDA runtime, whose current device
-    need not follow torch's: tensors on a GPU other than device 0 take the torch path (untested on several GPUs)."""
+    need not follow torch's: tensors on a GPU other than device 0 take the torch path (untested on several GPUs).
+    On a GPU they run only once they have matched their torch references there (`cuda_check`, once per process)."""
     m = mode()
     if m == "torch":
         return False
     ok = _C is not None and (t.device.type == "cpu" or (t.device.type == "cuda" and t.device.index in (None, 0)
-                                                       and cuda_built()))
+                                                       and cuda_built() and cuda_checked(m)))
     if m == "native" and not ok:
         raise RuntimeError(f"NNCERT_KERNELS=native but no native kernel for device {t.device}")
     return ok
+
+
+_cuda_state: str | None = None   # None: not checked; "checking"; "ok"; else the failure
+
+
+def cuda_checked(m: str = "auto") -> bool:
+    """Whether the native CUDA kernels passed `cuda_check.check` on GPU 0, running it on first call (native kernels
+    are enabled while it runs). A failure warns once and keeps the torch path; under NNCERT_KERNELS=native
+    (m == "native") it raises instead."""
+    global _cuda_state
+    if _cuda_state is None:
+        from . import cuda_check
+
+        _cuda_state = "checking"
+        try:
+            _cuda_state = cuda_check.check(torch.device("cuda", 0)) or "ok"
+        finally:
+            if _cuda_state == "checking":   # interrupted: check again next time
+                _cuda_state = None
+        if _cuda_state != "ok":
+            import warnings
+
+            warnings.warn(f"nncert: native CUDA kernels disabled, the torch path runs on the GPU: {_cuda_state}")
+    if _cuda_state not in ("ok", "checking") and m == "native":
+        raise RuntimeError(f"NNCERT_KERNELS=native but the native CUDA kernels failed their check: {_cuda_state}")
+    return _cuda_state in ("ok", "checking")
 
 
 _threads: int | None = None
@@ -104,11 +131,15 @@ def set_threads(n: int | None) -> None:
 
 def info() -> dict:
     """What was built and which path runs: native (bool, native kernels in use), cuda (bool, CUDA kernels built),
-    version, threads (native CPU kernel threads), and build details."""
+    cuda_check (the CUDA kernels' first-use check, run here when a GPU is present: "not run", "ok" or what
+    failed), version, threads (native CPU
+    kernel threads), and build details."""
     from .. import __version__
+    if mode() != "torch" and cuda_built() and torch.cuda.is_available():
+        cuda_checked()
     d = {"version": __version__, "native": native_available() and mode() != "torch", "native_built": native_available(),
          "cuda": cuda_built(), "cuda_available": torch.cuda.is_available(), "kernels_mode": mode(),
-         "torch": torch.__version__, "threads": threads()}
+         "torch": torch.__version__, "threads": threads(), "cuda_check": _cuda_state or "not run"}
     if _C is not None:
         d.update(_C.build_info())
         if hasattr(_C, "interval_simd"):

@@ -216,9 +216,9 @@ def backward_relu_linear(Lam, W, b, al, au, cu, bias):
     if Lam.device.type == "cuda":
         return _backward_cuda(Lam, W.to(dt), b, al, au, cu, bias)
     k = W.shape[1]
-    Lam, W, al, au, cu, bias = (_c(t.to(dt).expand(B, R, n) if t is Lam else t.to(dt))
-                                for t in (Lam, W, al, au, cu, bias))
-    bias = bias.expand(B, R).contiguous()
+    Lam, W = _c(Lam.to(dt).expand(B, R, n)), _c(W.to(dt))
+    al, au, cu = (_c(t.to(dt).expand(B, n)) for t in (al, au, cu))   # [B, n] or one row [1, n] for all boxes
+    bias = _c(bias.to(dt).expand(B, R))
     bb = None if b is None else _c(b.to(dt))
     out = torch.empty(B, R, k, dtype=dt, device=Lam.device)
     bout = torch.empty(B, R, dtype=dt, device=Lam.device)
@@ -242,7 +242,7 @@ def _backward_cuda(Lam, W, b, al, au, cu, bias):
     B, R, n = Lam.shape
     lam, ls = _shared_or_contiguous(Lam)
     bias, bst = _shared_or_contiguous(bias.to(dt).expand(B, R))
-    al, au, cu = (_c(t.to(dt)) for t in (al, au, cu))
+    al, au, cu = (_c(t.to(dt).expand(B, n)) for t in (al, au, cu))
     bb = None if b is None else _c(b.to(dt))
     lz = torch.empty(B, R, n, dtype=dt, device=Lam.device)
     bout = torch.empty(B, R, dtype=dt, device=Lam.device)

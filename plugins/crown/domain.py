@@ -112,6 +112,9 @@ class MLPView:
         return self._prefix[key]
 
     def packed(self, dtype, device):
+        """The weights packed for the native CPU kernel (cached per dtype); None on a GPU, which does not use them."""
+        if torch.device(device).type != "cpu":
+            return None
         key = (dtype, str(device))
         if key not in self._packed:
             self._packed[key] = lb.pack_mlp(self.Ws, self.bs, dtype, device)
