@@ -337,11 +337,14 @@ def test_native_step_and_concretize_parity(monkeypatch, isa, dtype):
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
     for a, c in zip(ref + (cref,), nat + (cnat,)):
         torch.testing.assert_close(c, a, **tol)
-    # one relaxation row [1, n] and one bias [R] shared by every box (broadcast as in the reference)
+    # one relaxation row [1, n], one bias [R], one box [1, k] or one set of rows [1, R, k] shared by every box
+    # (broadcast as in the reference)
     one = [t[:1] for t in (al, au, cu)]
     ref = lb.backward_relu_linear_torch(Lam, W, b, *one, bias[0])
     for a, c in zip(ref, lb.backward_relu_linear(Lam, W, b, *one, bias[0])):
         torch.testing.assert_close(c, a, **tol)
+    for args in [(ref[0], ref[1], lo[:1], hi[:1]), (ref[0][:1], ref[1], lo, hi)]:
+        torch.testing.assert_close(lb.concretize_box(*args), lb.concretize_box_torch(*args), **tol)
 
 
 def test_gpu_chunks_equal_one_pass(monkeypatch):

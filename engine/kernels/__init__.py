@@ -11,6 +11,7 @@ are exact up to floating-point rounding; domains widen their final bounds outwar
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -67,29 +68,32 @@ def use_native(t: torch.Tensor) -> bool:
 
 
 _cuda_state: str | None = None   # None: not checked; "checking"; "ok"; else the failure
+_cuda_lock = threading.RLock()   # other threads wait for a check in progress; the checking thread re-enters
 
 
 def cuda_checked(m: str = "auto") -> bool:
     """Whether the native CUDA kernels passed `cuda_check.check` on GPU 0, running it on first call (native kernels
-    are enabled while it runs). A failure warns once and keeps the torch path; under NNCERT_KERNELS=native
-    (m == "native") it raises instead."""
+    are enabled for the checking thread while it runs). A failure warns once and keeps the torch path; under
+    NNCERT_KERNELS=native (m == "native") it raises instead."""
     global _cuda_state
-    if _cuda_state is None:
-        from . import cuda_check
+    with _cuda_lock:
+        if _cuda_state is None:
+            from . import cuda_check
 
-        _cuda_state = "checking"
-        try:
-            _cuda_state = cuda_check.check(torch.device("cuda", 0)) or "ok"
-        finally:
-            if _cuda_state == "checking":   # interrupted: check again next time
-                _cuda_state = None
-        if _cuda_state != "ok":
-            import warnings
+            _cuda_state = "checking"
+            try:
+                _cuda_state = cuda_check.check(torch.device("cuda", 0)) or "ok"
+            finally:
+                if _cuda_state == "checking":   # interrupted: check again next time
+                    _cuda_state = None
+            if _cuda_state != "ok":
+                import warnings
 
-            warnings.warn(f"nncert: native CUDA kernels disabled, the torch path runs on the GPU: {_cuda_state}")
-    if _cuda_state not in ("ok", "checking") and m == "native":
-        raise RuntimeError(f"NNCERT_KERNELS=native but the native CUDA kernels failed their check: {_cuda_state}")
-    return _cuda_state in ("ok", "checking")
+                warnings.warn(f"nncert: native CUDA kernels disabled, the torch path runs on the GPU: {_cuda_state}")
+        state = _cuda_state
+    if state not in ("ok", "checking") and m == "native":
+        raise RuntimeError(f"NNCERT_KERNELS=native but the native CUDA kernels failed their check: {state}")
+    return state in ("ok", "checking")
 
 
 _threads: int | None = None
@@ -132,8 +136,7 @@ def set_threads(n: int | None) -> None:
 def info() -> dict:
     """What was built and which path runs: native (bool, native kernels in use), cuda (bool, CUDA kernels built),
     cuda_check (the CUDA kernels' first-use check, run here when a GPU is present: "not run", "ok" or what
-    failed), version, threads (native CPU
-    kernel threads), and build details."""
+    failed), version, threads (native CPU kernel threads), and build details."""
     from .. import __version__
     if mode() != "torch" and cuda_built() and torch.cuda.is_available():
         cuda_checked()

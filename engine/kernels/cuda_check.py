@@ -17,6 +17,8 @@ RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}   # rounding: the native sums 
 
 
 def _close(what: str, got, want, dtype) -> str | None:
+    if len(got) != len(want):
+        return f"{what} ({dtype}): {len(got)} outputs, the reference has {len(want)}"
     for g, w in zip(got, want):
         g, w = g.detach().cpu().to(torch.float64), w.detach().cpu().to(torch.float64)
         if g.shape != w.shape or not bool(torch.isfinite(g).all()):

@@ -257,8 +257,9 @@ def concretize_box(Lam, bias, lo, hi):
     if not _native_ok(Lam, "lb_concretize_box"):
         return concretize_box_torch(Lam, bias, lo, hi)
     dt = Lam.dtype
-    B, R, n = Lam.shape
-    Lam, lo, hi = _c(Lam), _c(lo.to(dt)), _c(hi.to(dt))
+    _, R, n = Lam.shape
+    B = torch.broadcast_shapes(Lam.shape[:1], lo.shape[:1], hi.shape[:1])[0]   # as the reference broadcasts
+    Lam, lo, hi = _c(Lam.expand(B, R, n)), _c(lo.to(dt).expand(B, n)), _c(hi.to(dt).expand(B, n))
     bias = _c(bias.to(dt).expand(B, R))
     out = torch.empty(B, R, dtype=dt, device=Lam.device)
     args = (_dtype_code(Lam), Lam.data_ptr(), bias.data_ptr(), lo.data_ptr(), hi.data_ptr(), out.data_ptr(), B, R, n)
