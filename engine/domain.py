@@ -60,6 +60,7 @@ class Domain:
     description: ClassVar[str] = ""
     default_rules: ClassVar[dict[str, Any]] = {}  # the domain's own per-op rules, keyed by IR op name
     forward_only: ClassVar[bool] = False          # only evaluates the network (smoothing): every IR op is supported
+    registry = None  # the Registry that made this instance (Registry.domain sets it); None: the process registry
 
     def __init__(self, op_rules: dict[str, Any] | None = None):
         # the domain's own rules plus those contributed through the nncert_register_op_rules hook
@@ -68,13 +69,41 @@ class Domain:
         if clash:
             raise PluginError(f"a plugin registers rules for ops {clash} that domain {self.name!r} already has")
         self.op_rules: dict[str, Any] = {**self.default_rules, **extra}
+        self._resolved: dict[str, Any] = {}
+
+    @property
+    def ops(self) -> dict:
+        """The op registry's ops (engine/ops) this domain serves: its registry's, else the process registry's."""
+        if getattr(self, "_ops", None) is None:
+            from .ops import op_table
+            self._ops = op_table()
+        return self._ops
+
+    @ops.setter
+    def ops(self, table: dict) -> None:
+        self._ops = table
+        self._resolved = {}
+
+    def derived_rule(self, op):
+        """A rule derived from an op's traits (engine/ops) for an op the domain has no rule of its own for, or None.
+        Domains override this (IBP: monotone ops map bounds to bounds; CROWN: linear ops are exact adjoints)."""
+        return None
+
+    def rule(self, op_name: str):
+        """The domain's rule for an op: its own or a plugin's, else one derived from the op's traits; None if none."""
+        if op_name not in self._resolved:
+            r = self.op_rules.get(op_name)
+            if r is None and op_name in self.ops:
+                r = self.derived_rule(self.ops[op_name])
+            self._resolved[op_name] = r
+        return self._resolved[op_name]
 
     def supported_ops(self) -> list[str]:
-        """IR ops this domain can handle (including rules contributed by plugins)."""
+        """IR ops this domain can handle (own rules, plugins' rules and rules derived from op traits)."""
+        names = set(self.ops) | set(self.op_rules)
         if self.forward_only:
-            from .ir import OPS
-            return sorted(set(OPS) | set(self.op_rules))
-        return sorted(self.op_rules)
+            return sorted(names)
+        return sorted(n for n in names if self.rule(n) is not None)
 
     def check_network(self, network) -> None:
         """Raise UnsupportedOp naming the first node whose op this domain has no rule for."""

@@ -15,6 +15,12 @@ hookimpl = pluggy.HookimplMarker("nncert")
 
 
 @hookspec
+def nncert_register_ops(register):
+    """Contribute IR ops: call register(OpDef(...)) for each (engine/ops/__init__.py). An op brings its exact
+    semantics, traits and ONNX importers; names and ONNX op types must be unique across plugins."""
+
+
+@hookspec
 def nncert_register_domains(register):
     """Contribute domains: call register(DomainSubclass) for each. Names must be unique across plugins."""
 
@@ -22,7 +28,8 @@ def nncert_register_domains(register):
 @hookspec
 def nncert_register_op_rules(register):
     """Teach a domain an op: register(domain_name, op_name, rule). The rule's signature is the domain's own
-    (see the domain's docstring); a later plugin may not silently replace an existing rule."""
+    (plugins/ibp: rule(node, boxes) -> (lo, hi); plugins/crown: rule(node, Lam, ctx) -> (ins, bias)); a later
+    plugin may not silently replace an existing rule."""
 
 
 @hookspec

@@ -1,21 +1,9 @@
-"""Model IR: an ordered DAG of canonical ops with torch weights.
+"""Model IR: an ordered DAG of ops with torch weights.
 
-Every tensor flowing through the IR has a leading batch axis; shapes stored in the IR exclude it.
-Canonical ops (node.op) and their semantics, with x the node's first input and B the batch size:
-
-  linear      y = x @ W.T + b            params W [out, in], b [out] or absent; acts on the last axis
-  conv2d      y = conv2d(x, W, b)        params W [Cout, Cin/groups, kh, kw], b [Cout] or absent;
-                                         attrs stride (2), pads (top, left, bottom, right), dilation (2), groups
-  affine      y = x * scale + shift      params scale / shift (each optional), broadcast against one sample
-                                         (covers Add/Sub/Mul/Div by constants and inference BatchNorm)
-  add, sub    y = a + b, y = a - b       two node inputs of the same shape (residual connections)
-  relu, sigmoid, tanh                    elementwise
-  leaky_relu  y = max(x, alpha * x)      attrs alpha in [0, 1]
-  reshape     y = x.reshape(B, *shape)   attrs shape (without batch); Flatten is a reshape
-  avgpool2d   attrs kernel (2), stride (2), pads (t, l, b, r); divisor counts padded cells (count_include_pad)
-  maxpool2d   attrs kernel (2), stride (2), pads (t, l, b, r); pads are -inf
-
-Domains dispatch on node.op; a node op a domain has no rule for raises UnsupportedOp.
+Every tensor flowing through the IR has a leading batch axis; shapes stored in the IR exclude it. A node names an
+op of the op registry (engine/ops: the core ops are documented in engine/ops/core.py, the others beside them);
+the registry holds each op's exact semantics, which `Network.forward` evaluates. Domains look up a rule per op;
+a node whose op a domain has no rule for raises UnsupportedOp.
 """
 from __future__ import annotations
 
@@ -23,16 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .errors import BadInput
-
-OPS = (
-    "linear", "conv2d", "affine", "add", "sub", "relu", "sigmoid", "tanh", "leaky_relu",
-    "reshape", "avgpool2d", "maxpool2d",
-)
-ELEMENTWISE_MONOTONE = ("relu", "sigmoid", "tanh", "leaky_relu")
-
+from .ops import apply_op, op_table
 
 @dataclass
 class Node:
@@ -50,52 +31,6 @@ class Node:
         return f"Node({self.name!r}, {self.op}, inputs={self.inputs}, {ps}, {self.attrs}, shape={self.shape})"
 
 
-def _pad2d(x: torch.Tensor, pads, value: float = 0.0) -> torch.Tensor:
-    t, l, b, r = pads
-    if t == l == b == r == 0:
-        return x
-    return F.pad(x, (l, r, t, b), value=value)
-
-
-def apply_op(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
-    """Concrete semantics of one canonical op (the oracle every domain is tested against)."""
-    op, p, a = node.op, node.params, node.attrs
-    x = args[0]
-    if op == "linear":
-        w = p["W"].to(x.dtype)
-        b = p.get("b")
-        return F.linear(x, w, None if b is None else b.to(x.dtype))
-    if op == "conv2d":
-        b = p.get("b")
-        return F.conv2d(_pad2d(x, a["pads"]), p["W"].to(x.dtype), None if b is None else b.to(x.dtype),
-                        stride=a["stride"], dilation=a["dilation"], groups=a["groups"])
-    if op == "affine":
-        if "scale" in p:
-            x = x * p["scale"].to(x.dtype)
-        if "shift" in p:
-            x = x + p["shift"].to(x.dtype)
-        return x
-    if op == "add":
-        return x + args[1]
-    if op == "sub":
-        return x - args[1]
-    if op == "relu":
-        return torch.relu(x)
-    if op == "sigmoid":
-        return torch.sigmoid(x)
-    if op == "tanh":
-        return torch.tanh(x)
-    if op == "leaky_relu":
-        return F.leaky_relu(x, a["alpha"])
-    if op == "reshape":
-        return x.reshape(x.shape[0], *a["shape"])
-    if op == "avgpool2d":
-        return F.avg_pool2d(_pad2d(x, a["pads"]), a["kernel"], a["stride"])
-    if op == "maxpool2d":
-        return F.max_pool2d(_pad2d(x, a["pads"], float("-inf")), a["kernel"], a["stride"])
-    raise BadInput(f"unknown IR op {op!r} in node {node.name!r}")
-
-
 class Network:
     """A feed-forward DAG. `nodes` are in topological order; the last node's output is the network output.
 
@@ -110,8 +45,9 @@ class Network:
         self.output = output if output is not None else (self.nodes[-1].name if self.nodes else input_name)
         self.source = source
         self.onnx_bytes = onnx_bytes  # the original model, for re-checking counterexamples with onnxruntime
+        ops = op_table()
         for node in self.nodes:
-            if node.op not in OPS:
+            if node.op not in ops:
                 raise BadInput(f"node {node.name!r} has unknown IR op {node.op!r}", source)
             for k, v in node.params.items():
                 if not torch.isfinite(v).all():
@@ -162,10 +98,9 @@ class Network:
     # -- semantics -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Evaluate on a batch x of shape [B, *input_shape]; returns [B, *output_shape] in x's dtype."""
-        vals = {self.input_name: x}
-        for node in self.nodes:
-            vals[node.name] = apply_op(node, [vals[i] for i in node.inputs])
-        return vals[self.output]
+        from .propagate import forward
+        ops = op_table()
+        return forward(self, x, lambda node: ops[node.op].forward, keep_all=False)[self.output]
 
     __call__ = forward
 

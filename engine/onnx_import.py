@@ -8,16 +8,14 @@ merged biases are computed in float64 and kept in float64 unless float32 holds t
 bounds are bounds of the stored model).
 
 Conventions
-- The first dimension of the (single) graph input is the batch axis; it may be fixed (usually 1) or symbolic.
-  Every other dimension must be a fixed size. Graph inputs that also have an initializer are constants.
-- Supported ops: Gemm (transA=0), MatMul with one constant side reducing to `linear` on the last axis, Add / Sub /
-  Mul / Div with a constant (-> `affine`, or folded into a preceding linear/conv bias or scale-only affine) or,
-  for Add / Sub, two same-shape variables (-> `add` / `sub`), Conv (2-D; pads, strides, dilations, group,
-  auto_pad), Relu, LeakyRelu, Sigmoid, Tanh, Flatten, Reshape, Squeeze, Unsqueeze (batch axis untouched),
-  Transpose moving only size-1 axes, BatchNormalization (inference), AveragePool, MaxPool, GlobalAveragePool,
-  GlobalMaxPool, Identity, Dropout (inference), Cast between float types, Pad (zero, spatial; as an identity
-  depthwise conv2d), Clip to [0, inf) (relu), Neg, Constant, and any node whose inputs are all constant (folded
-  with `onnx.reference`; Shape of a variable folds to [batch or 1, *shape]). Nodes the output does not depend
+- Batch axis: when the (single) graph input has rank >= 2 and a first dimension that is symbolic or 1, that
+  dimension is taken as the batch axis and ops may not mix it with others. Otherwise (rank-1 inputs, a fixed first
+  dimension > 1, or a graph that reshapes or slices across its first axis) the graph is read as one sample: the IR
+  shapes are the full ONNX shapes and the IR's batch axis is an extra one in front (`OnnxContext.boff` = 1).
+  Every dimension but the batch axis must be a fixed size. Graph inputs that also have an initializer are constants.
+- Which ONNX op types import, and to which IR ops, is the op registry's business (`engine/ops`): each op declares
+  its importers `fn(ctx, onnx_node)`, where ctx is the `OnnxContext` below. Any node whose inputs are all constant
+  is folded with `onnx.reference` (Shape of a variable folds to its full shape). Nodes the output does not depend
   on are dropped before import.
 """
 from __future__ import annotations
@@ -33,7 +31,8 @@ import torch
 from onnx import helper, numpy_helper
 
 from .errors import BadInput, UnsupportedOp
-from .ir import Network, Node, apply_op
+from .ir import Network, Node
+from .ops import apply_op
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "float64",
                 onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
@@ -59,9 +58,18 @@ def _type_name(elem_type: int) -> str:
         return str(elem_type)
 
 
-class _Importer:
-    def __init__(self, model: onnx.ModelProto, path: str, data: bytes):
+class _BatchAxis(UnsupportedOp):
+    """An op would mix the batch axis with others: the graph is then read as one unbatched sample."""
+
+
+class OnnxContext:
+    """Import state and the helpers op importers use: values (`var`, `const`, `set`), shapes (`shape`: IR
+    per-sample shape; `full`: the ONNX shape; `axis`: ONNX axis -> IR per-sample axis), `emit` (append an IR node)
+    and errors (`bad`, `unsupported`), all naming the file and the node."""
+
+    def __init__(self, model: onnx.ModelProto, path: str, data: bytes, unbatched: bool = False):
         self.model, self.path, self.data = model, path, data
+        self.boff = 1 if unbatched else 0  # 1: the ONNX graph has no batch axis (the IR adds one in front)
         self.graph = model.graph
         self.consts: dict[str, np.ndarray] = {}
         self.vals: dict[str, str] = {}  # ONNX value name -> IR value name (variables only)
@@ -80,8 +88,79 @@ class _Importer:
     def _where(n: onnx.NodeProto) -> str:
         return f"(node {n.name!r})" if n.name else f"(node producing {n.output[0]!r})" if n.output else "(unnamed node)"
 
+    where = _where
+
     def unsupported(self, n: onnx.NodeProto, detail: str = "is not supported") -> UnsupportedOp:
         return UnsupportedOp(f"op {n.op_type!r} {self._where(n)} {detail}", self.path)
+
+    def batch_axis(self, n: onnx.NodeProto, detail: str) -> UnsupportedOp:
+        """An op that would touch the batch axis (the import then retries the graph as one unbatched sample)."""
+        return _BatchAxis(f"op {n.op_type!r} {self._where(n)} {detail}", self.path)
+
+    # -- shapes ------------------------------------------------------------------------------------------------
+    def shape(self, x: str) -> tuple[int, ...]:
+        """IR per-sample shape of value x."""
+        return self.shapes[x]
+
+    def full(self, x: str) -> list[int]:
+        """ONNX shape of value x (batch axis as 1 when symbolic)."""
+        return list(self.shapes[x]) if self.boff else [self.batch or 1, *self.shapes[x]]
+
+    def describe(self, x: str) -> str:
+        return str(list(self.shapes[x])) if self.boff else f"[batch, {', '.join(map(str, self.shapes[x]))}]"
+
+    def axis(self, n: onnx.NodeProto, axis: int, rank: int) -> int:
+        """The IR per-sample axis of ONNX axis `axis` of a rank-`rank` value (negative axes count from the end)."""
+        a = axis + rank if axis < 0 else axis
+        if not 0 <= a < rank:
+            raise self.bad(f"{n.op_type} {self._where(n)}: axis {axis} is out of range for rank {rank}")
+        if not self.boff and a == 0:
+            raise self.batch_axis(n, "on the batch axis is not supported")
+        return a - 1 + self.boff
+
+    def reshape_full(self, n: onnx.NodeProto, x: str, target, base: str | None = None) -> str:
+        """x reshaped to the ONNX shape `target` (its batch axis kept in place)."""
+        target = [int(t) for t in target]
+        if not self.boff:
+            if not target or target[0] != self.full(x)[0]:
+                raise self.batch_axis(n, f"to {target} does not keep the leading batch axis, which is not supported")
+            target = target[1:]
+        if tuple(target) == tuple(self.shapes[x]):
+            return x
+        return self.reshape(n, x, target, base=base)
+
+    def per_sample(self, n, c: np.ndarray, x: str) -> np.ndarray:
+        """A constant broadcast against value x, as an array broadcasting against one IR sample of x."""
+        c = np.asarray(c, dtype=np.float64)
+        s = tuple(self.shapes[x])
+        if not self.boff:
+            r = len(s) + 1
+            while c.ndim > r and c.shape[0] == 1:
+                c = c[0]
+            if c.ndim == r:
+                if c.shape[0] != 1:
+                    raise self.batch_axis(n, f"with a constant of shape {list(c.shape)} that varies along the batch "
+                                             "axis is not supported")
+                c = c[0]
+        while c.ndim > len(s) and c.shape[0] == 1:
+            c = c[0]
+        if c.ndim > len(s) or np.broadcast_shapes(c.shape, s) != s:
+            raise self.unsupported(n, f"broadcasting a constant of shape {list(c.shape)} enlarges {self.describe(x)}, "
+                                      "which is not supported")
+        return c
+
+    def opset(self, n: onnx.NodeProto) -> int:
+        for o in self.model.opset_import:
+            if o.domain in ("", "ai.onnx") and n.domain in ("", "ai.onnx"):
+                return int(o.version)
+        return 0
+
+    def used(self, onnx_name: str) -> bool:
+        return bool(self.uses[onnx_name])
+
+    def set(self, n: onnx.NodeProto, value: str, k: int = 0) -> None:
+        """Output k of ONNX node n is IR value `value`."""
+        self.vals[n.output[k]] = value
 
     # -- values ------------------------------------------------------------------------------------------------
     def const(self, n: onnx.NodeProto, name: str) -> np.ndarray:
@@ -190,11 +269,13 @@ class _Importer:
         if not tt.HasField("shape"):
             raise self.bad(f"input {inp.name!r} has no shape; fixed sizes after the batch axis are required")
         dims = list(tt.shape.dim)
-        if len(dims) < 2:
-            raise self.bad(f"input {inp.name!r} has rank {len(dims)}; a leading batch axis and at least one "
-                           "more axis are required")
+        if not dims:
+            raise self.bad(f"input {inp.name!r} is a scalar; a tensor input is required")
+        first = dims[0].dim_value if dims[0].HasField("dim_value") else 0
+        if len(dims) == 1 or first > 1:
+            self.boff = 1
         shape = []
-        for k, d in enumerate(dims[1:], start=1):
+        for k, d in enumerate(dims[1 - self.boff:], start=1 - self.boff):
             if d.HasField("dim_value") and d.dim_value > 0:
                 shape.append(int(d.dim_value))
             else:
@@ -202,18 +283,18 @@ class _Importer:
                     else str(d.dim_value)
                 raise self.bad(f"input {inp.name!r} dimension {k} is dynamic ({what}); only the first (batch) "
                                "dimension may be")
-        b = dims[0].dim_value if dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
-        return tuple(shape), b
+        return tuple(shape), (first or None) if not self.boff else 1
 
     def check_output_shape(self, out: onnx.ValueInfoProto, shape: tuple[int, ...]) -> None:
         tt = out.type.tensor_type
         if not out.type.HasField("tensor_type") or not tt.HasField("shape"):
             return
-        dims = list(tt.shape.dim)[1:]
+        dims = list(tt.shape.dim)[1 - self.boff:]
         declared = [d.dim_value if d.HasField("dim_value") else None for d in dims]
         if len(declared) != len(shape) or any(d not in (None, 0, s) for d, s in zip(declared, shape)):
-            raise self.bad(f"output {out.name!r} is declared as [batch, {', '.join(map(str, declared))}] but the "
-                           f"graph computes [batch, {', '.join(map(str, shape))}]")
+            lead = "" if self.boff else "batch, "
+            raise self.bad(f"output {out.name!r} is declared as [{lead}{', '.join(map(str, declared))}] but the "
+                           f"graph computes [{lead}{', '.join(map(str, shape))}]")
 
     # -- nodes -------------------------------------------------------------------------------------------------
     def attrs(self, n: onnx.NodeProto, allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -232,15 +313,15 @@ class _Importer:
         if n.op_type == "Shape" and ins and ins[0] in self.vals:
             return self.shape_of(n)
         if n.op_type == "Size" and ins and ins[0] in self.vals:
-            self.consts[n.output[0]] = np.array((self.batch or 1) * math.prod(self.shapes[self.vals[ins[0]]]),
-                                                dtype=np.int64)
+            self.consts[n.output[0]] = np.array(math.prod(self.full(self.vals[ins[0]])), dtype=np.int64)
             return
         if all(i in self.consts for i in ins) and n.op_type not in ("RandomNormal", "RandomUniform", "Multinomial"):
             return self.fold(n)
-        handler = getattr(self, "op_" + n.op_type, None)
-        if handler is None:
+        from .registry import get_registry
+        importer = get_registry().onnx_importers.get(n.op_type)
+        if importer is None:
             raise self.unsupported(n)
-        handler(n)
+        importer(self, n)
 
     def fold(self, n: onnx.NodeProto) -> None:
         """Evaluate a node whose inputs are all constant with onnx's reference implementation."""
@@ -276,7 +357,7 @@ class _Importer:
 
     def shape_of(self, n: onnx.NodeProto) -> None:
         a = self.attrs(n, ("start", "end"))
-        full = [self.batch or 1, *self.shapes[self.vals[n.input[0]]]]
+        full = self.full(self.vals[n.input[0]])
         r = len(full)
         s, e = a.get("start", 0), a.get("end", r)
         s, e = (s + r if s < 0 else s), (e + r if e < 0 else e)
@@ -330,13 +411,11 @@ class _Importer:
     def op_Flatten(self, n):
         axis = int(self.attrs(n, ("axis",)).get("axis", 1))
         x = self.var(n, n.input[0])
-        s = self.shapes[x]
-        r = len(s) + 1
-        if axis < 0:
-            axis += r
-        if axis == 0 or math.prod(s[:axis - 1]) != 1:
-            raise self.unsupported(n, f"with axis={axis} merges the batch axis with others, which is not supported")
-        self.vals[n.output[0]] = self.reshape(n, x, (math.prod(s[axis - 1:]),))
+        full = self.full(x)
+        axis = axis + len(full) if axis < 0 else axis
+        if axis == 0 and not self.boff:
+            raise self.batch_axis(n, "with axis=0 merges the batch axis with others, which is not supported")
+        self.set(n, self.reshape_full(n, x, (math.prod(full[:axis]), math.prod(full[axis:]))))
 
     def op_Reshape(self, n):
         a = self.attrs(n, ("shape", "allowzero", "consumed_inputs"))
@@ -350,33 +429,28 @@ class _Importer:
             target = [int(v) for v in a["shape"]]
         else:
             raise self.bad(f"Reshape {self._where(n)} has no target shape")
-        s = self.shapes[x]
-        full = [self.batch or 1, *s]
+        full = self.full(x)
         if a.get("allowzero", 0) and 0 in target:
             raise self.unsupported(n, "with allowzero=1 and a zero in the target shape is not supported")
-        if not target:
-            raise self.unsupported(n, "to a scalar drops the batch axis, which is not supported")
-        rest = []
-        for k, t in enumerate(target[1:], start=1):
+        out = []
+        for k, t in enumerate(target):
             if t == 0:
                 if k >= len(full):
                     raise self.bad(f"Reshape {self._where(n)}: 0 at position {k} has no input dimension to copy")
-                rest.append(full[k])
+                out.append(full[k])
             else:
-                rest.append(t)
-        t0 = target[0]
-        ok0 = t0 == 0 or (t0 == -1 and -1 not in rest) or (t0 == (self.batch or 1) and t0 > 0)
-        if not ok0 or sum(v == -1 for v in rest) > 1 or any(v < -1 for v in rest):
-            raise self.unsupported(n, f"to {target} does not keep the leading batch axis, which is not supported")
-        numel = math.prod(s)
-        if -1 in rest:
-            known = math.prod(v for v in rest if v != -1)
+                out.append(t)
+        numel = math.prod(full)
+        if sum(v == -1 for v in out) > 1 or any(v < -1 for v in out):
+            raise self.bad(f"Reshape {self._where(n)}: invalid target shape {target}")
+        if -1 in out:
+            known = math.prod(v for v in out if v != -1)
             if known == 0 or numel % known:
-                raise self.bad(f"Reshape {self._where(n)}: cannot reshape {list(s)} to {target}")
-            rest[rest.index(-1)] = numel // known
-        if math.prod(rest) != numel:
-            raise self.bad(f"Reshape {self._where(n)}: cannot reshape [batch, {', '.join(map(str, s))}] to {target}")
-        self.vals[n.output[0]] = self.reshape(n, x, rest)
+                raise self.bad(f"Reshape {self._where(n)}: cannot reshape {self.describe(x)} to {target}")
+            out[out.index(-1)] = numel // known
+        if math.prod(out) != numel:
+            raise self.bad(f"Reshape {self._where(n)}: cannot reshape {self.describe(x)} to {target}")
+        self.set(n, self.reshape_full(n, x, out))
 
     def _axes(self, n, a) -> list[int] | None:
         if len(n.input) > 1 and n.input[1]:
@@ -386,43 +460,28 @@ class _Importer:
     def op_Squeeze(self, n):
         a = self.attrs(n, ("axes",))
         x = self.var(n, n.input[0])
-        s = list(self.shapes[x])
-        r = len(s) + 1
+        full = self.full(x)
+        r = len(full)
         axes = self._axes(n, a)
-        axes = [k for k in range(1, r) if s[k - 1] == 1] if axes is None else [k + r if k < 0 else k for k in axes]
-        if 0 in axes:
-            raise self.unsupported(n, "on the batch axis is not supported")
-        if any(not 0 < k < r or s[k - 1] != 1 for k in axes):
-            raise self.bad(f"Squeeze {self._where(n)}: axes {axes} are not size-1 axes of [batch, {s}]")
-        self.vals[n.output[0]] = self.reshape(n, x, [d for k, d in enumerate(s, start=1) if k not in axes])
+        axes = [k for k in range(r) if full[k] == 1 and (k or self.boff)] if axes is None else \
+            [k + r if k < 0 else k for k in axes]
+        if any(not 0 <= k < r or full[k] != 1 for k in axes):
+            raise self.bad(f"Squeeze {self._where(n)}: axes {axes} are not size-1 axes of {self.describe(x)}")
+        self.set(n, self.reshape_full(n, x, [d for k, d in enumerate(full) if k not in axes]))
 
     def op_Unsqueeze(self, n):
         a = self.attrs(n, ("axes",))
         x = self.var(n, n.input[0])
-        s = list(self.shapes[x])
+        full = self.full(x)
         axes = self._axes(n, a)
         if axes is None:
             raise self.bad(f"Unsqueeze {self._where(n)} has no axes")
-        r = len(s) + 1 + len(axes)
+        r = len(full) + len(axes)
         axes = sorted(k + r if k < 0 else k for k in axes)
-        if 0 in axes:
-            raise self.unsupported(n, "inserting an axis before the batch axis is not supported")
-        out, it = [], iter(s)
-        for k in range(1, r):
+        out, it = [], iter(full)
+        for k in range(r):
             out.append(1 if k in axes else next(it))
-        self.vals[n.output[0]] = self.reshape(n, x, out)
-
-    def op_Transpose(self, n):
-        """Only transposes that keep the batch axis first and the order of the axes longer than 1 (a reshape)."""
-        x = self.var(n, n.input[0])
-        s = self.shapes[x]
-        r = len(s) + 1
-        perm = [int(p) for p in self.attrs(n, ("perm",)).get("perm", range(r - 1, -1, -1))]
-        full = (self.batch or 1, *s)
-        moved = [p for p in perm if p > 0 and full[p] > 1]
-        if sorted(perm) != list(range(r)) or perm[0] != 0 or moved != sorted(moved):
-            raise self.unsupported(n, f"with perm {perm} on [batch, {list(s)}] reorders data, which is not supported")
-        self.vals[n.output[0]] = self.reshape(n, x, [full[p] for p in perm[1:]])
+        self.set(n, self.reshape_full(n, x, out))
 
     # linear maps ---------------------------------------------------------------------------------------------
     def op_Gemm(self, n):
@@ -430,8 +489,8 @@ class _Importer:
         if a.get("transA", 0):
             raise self.unsupported(n, "with transA=1 (transposing the batch axis) is not supported")
         x = self.var(n, n.input[0])
-        if len(self.shapes[x]) != 1:
-            raise self.bad(f"Gemm {self._where(n)}: input A must be 2-D, got [batch, {list(self.shapes[x])}]")
+        if len(self.full(x)) != 2:
+            raise self.bad(f"Gemm {self._where(n)}: input A must be 2-D, got {self.describe(x)}")
         if n.input[1] not in self.consts:
             raise self.unsupported(n, "with a non-constant B is not supported")
         B = np.asarray(self.consts[n.input[1]], dtype=np.float64)
@@ -466,13 +525,13 @@ class _Importer:
             if W.ndim > 2:
                 raise self.unsupported(n, f"with a batched constant of shape {list(W.shape)} is not supported")
             if W.ndim == 1:
-                if len(s) < 2:
-                    raise self.unsupported(n, "reducing the input to the batch axis alone is not supported")
+                if len(s) < 2 - self.boff:
+                    raise self.batch_axis(n, "reducing the input to the batch axis alone is not supported")
                 y = self.emit(n, "linear", [x], {"W": W[None, :]}, base=n.output[0] + "/linear")
                 self.vals[n.output[0]] = self.reshape(n, y, s[:-1])
                 return
             if W.shape[0] != s[-1]:
-                raise self.bad(f"MatMul {self._where(n)}: [batch, {list(s)}] @ {list(W.shape)} has mismatched sizes")
+                raise self.bad(f"MatMul {self._where(n)}: {self.describe(x)} @ {list(W.shape)} has mismatched sizes")
             self.vals[n.output[0]] = self.emit(n, "linear", [x], {"W": W.T})
         elif A in self.consts and B in self.vals:
             W, x = np.asarray(self.consts[A], dtype=np.float64), self.vals[B]
@@ -482,28 +541,54 @@ class _Importer:
             if W.ndim > 2:
                 raise self.unsupported(n, f"with a batched constant of shape {list(W.shape)} is not supported")
             if len(s) < 2 or s[-1] != 1:
-                raise self.unsupported(n, f"with a constant on the left of [batch, {list(s)}] (not a column "
+                raise self.unsupported(n, f"with a constant on the left of {self.describe(x)} (not a column "
                                           "vector) is not supported")
             W2 = W[None, :] if W.ndim == 1 else W
             if W2.shape[1] != s[-2]:
-                raise self.bad(f"MatMul {self._where(n)}: {list(W.shape)} @ [batch, {list(s)}] has mismatched sizes")
+                raise self.bad(f"MatMul {self._where(n)}: {list(W.shape)} @ {self.describe(x)} has mismatched sizes")
             flat = self.reshape(n, x, s[:-1], base=n.output[0] + "/col")
             y = self.emit(n, "linear", [flat], {"W": W2}, base=n.output[0] + "/linear")
             out_shape = (*s[:-2], 1) if W.ndim == 1 else (*s[:-2], W.shape[0], 1)
             self.vals[n.output[0]] = self.reshape(n, y, out_shape)
         elif A in self.vals and B in self.vals:
-            raise self.unsupported(n, "with two non-constant inputs is not supported")
+            xa, xb = self.vals[A], self.vals[B]
+            if min(len(self.full(xa)), len(self.full(xb))) < 3 - self.boff or \
+                    len(self.full(xa)) != len(self.full(xb)):
+                raise self.unsupported(n, f"of {self.describe(xa)} and {self.describe(xb)} is not supported (two "
+                                          "variables need matrices of equal rank with the batch axis in front)")
+            self.set(n, self.emit(n, "matmul", [xa, xb]))
         else:
             self.var(n, A if A not in self.vals else B)
 
+    def to_chw(self, n, x: str) -> tuple[str, callable]:
+        """x as an IR value of per-sample shape [C, H, W] for 2-D kernels, and the map back to x's layout: a 1-D
+        signal [C, L] becomes [C, 1, L]; an unbatched graph's leading ONNX batch of 1 is dropped."""
+        full = self.full(x)
+        if len(full) not in (3, 4) or full[0] != 1 and self.boff:
+            raise self.unsupported(n, f"on {self.describe(x)} is not supported (only 1-D and 2-D, batch 1 when the "
+                                      "graph has no batch axis)")
+        chw = (*full[1:-1], 1, full[-1]) if len(full) == 3 else tuple(full[1:])
+        y = self.reshape(n, x, chw, base=n.output[0] + "/chw") if chw != tuple(self.shapes[x]) else x
+
+        def back(v: str) -> str:
+            c, h, w = self.shapes[v]
+            out = (c, w) if len(full) == 3 else (c, h, w)
+            out = (1, *out) if self.boff else out
+            return self.reshape(n, v, out) if out != (c, h, w) else v
+        return y, back
+
     def op_Conv(self, n):
         a = self.attrs(n, ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"))
-        x = self.var(n, n.input[0])
+        x, back = self.to_chw(n, self.var(n, n.input[0]))
         s = self.shapes[x]
         W = np.asarray(self.const(n, n.input[1]), dtype=np.float64)
-        if W.ndim != 4 or len(s) != 3:
-            raise self.unsupported(n, f"with weight shape {list(W.shape)} on [batch, {list(s)}] is not supported "
-                                      "(only 2-D convolution)")
+        one_d = W.ndim == 3
+        if one_d:
+            W = W[:, :, None, :]
+            a = {k: ([1, *v] if k in ("dilations", "kernel_shape", "strides") else
+                     [0, v[0], 0, v[1]] if k == "pads" else v) for k, v in a.items()}
+        if W.ndim != 4:
+            raise self.unsupported(n, f"with weight shape {list(W.shape)} is not supported (only 1-D and 2-D)")
         k = tuple(W.shape[2:])
         if "kernel_shape" in a and tuple(a["kernel_shape"]) != k:
             raise self.bad(f"Conv {self._where(n)}: kernel_shape {a['kernel_shape']} disagrees with weights {list(W.shape)}")
@@ -513,8 +598,9 @@ class _Importer:
         params = {"W": W}
         if len(n.input) > 2 and n.input[2]:
             params["b"] = np.asarray(self.const(n, n.input[2]), dtype=np.float64).reshape(-1)
-        self.vals[n.output[0]] = self.emit(n, "conv2d", [x], params, {"stride": stride, "pads": pads,
-                                                                      "dilation": dil, "groups": int(a.get("group", 1))})
+        y = self.emit(n, "conv2d", [x], params, {"stride": stride, "pads": pads, "dilation": dil,
+                                                 "groups": int(a.get("group", 1))})
+        self.set(n, back(y))
 
     def pads(self, n, a, hw, k, stride, dil) -> tuple[int, int, int, int]:
         """(top, left, bottom, right) from ONNX pads [h_begin, w_begin, h_end, w_end] or auto_pad."""
@@ -540,50 +626,22 @@ class _Importer:
         return (begin[0], begin[1], end[0], end[1])
 
     def op_Pad(self, n):
-        """Zero padding of the two spatial axes, imported exactly as a 1x1 identity depthwise conv2d with pads."""
-        a = self.attrs(n, ("mode", "pads", "value"))
-        if a.get("mode", "constant") != "constant":
-            raise self.unsupported(n, f"with mode={a['mode']!r} is not supported")
-        x = self.var(n, n.input[0])
-        s = self.shapes[x]
-        r = len(s) + 1
-        if len(n.input) > 1 and n.input[1]:
-            pads = [int(v) for v in np.asarray(self.const(n, n.input[1])).reshape(-1)]
-        else:
-            pads = [int(v) for v in a.get("pads", [])]
-        value = a.get("value", 0.0)
-        if len(n.input) > 2 and n.input[2]:
-            value = float(np.asarray(self.const(n, n.input[2])).reshape(-1)[0])
-        if len(n.input) > 3 and n.input[3]:  # opset 18 axes: scatter into a full pads list
-            axes = [int(v) + r if int(v) < 0 else int(v) for v in np.asarray(self.const(n, n.input[3])).reshape(-1)]
-            full = [0] * (2 * r)
-            for k, ax in enumerate(axes):
-                full[ax], full[r + ax] = pads[k], pads[len(axes) + k]
-            pads = full
-        if len(pads) != 2 * r:
-            raise self.bad(f"Pad {self._where(n)}: {len(pads)} pads for a rank-{r} tensor")
-        begin, end = pads[:r], pads[r:]
-        if value != 0.0:
-            raise self.unsupported(n, f"with constant value {value} is not supported (only zero padding)")
-        if r != 4 or any(begin[:2]) or any(end[:2]) or min(pads) < 0:
-            raise self.unsupported(n, f"with pads {pads} is not supported (only non-negative padding of the two "
-                                      "spatial axes of [batch, C, H, W])")
-        C = s[0]
-        self.vals[n.output[0]] = self.emit(n, "conv2d", [x], {"W": np.ones((C, 1, 1, 1))},
-                                           {"stride": (1, 1), "pads": (begin[2], begin[3], end[2], end[3]),
-                                            "dilation": (1, 1), "groups": C})
-
-    def op_Clip(self, n):
-        """Clip(min=0, max=none) is Relu; other ranges have no IR op."""
-        a = self.attrs(n, ("min", "max"))
-        lo, hi = a.get("min"), a.get("max")
-        if len(n.input) > 1 and n.input[1]:
-            lo = float(np.asarray(self.const(n, n.input[1])).reshape(-1)[0])
-        if len(n.input) > 2 and n.input[2]:
-            hi = float(np.asarray(self.const(n, n.input[2])).reshape(-1)[0])
-        if lo != 0.0 or (hi is not None and hi < np.finfo(np.float32).max):
-            raise self.unsupported(n, f"with range [{lo}, {hi}] is not supported (only [0, inf): relu)")
-        self._unary(n, "relu")
+        """Zero padding of the two spatial axes of a batched image imports as a 1x1 identity depthwise conv2d with
+        pads (the form the Lipschitz and MILP engines read); any other constant padding as the pad op."""
+        from .ops.tensor import import_pad
+        import_pad(self, n)
+        node = self.nodes[-1] if self.nodes else None
+        if node is None or node.op != "pad" or self.vals[n.output[0]] != node.name or self.boff:
+            return
+        pairs, x = node.attrs["pads"], node.inputs[0]
+        if len(pairs) != 3 or node.attrs["value"] != 0.0 or any(pairs[0]):
+            return
+        self.nodes.pop()
+        C = self.shapes[x][0]
+        (t, b), (l, r) = pairs[1], pairs[2]
+        self.set(n, self.emit(n, "conv2d", [x], {"W": np.ones((C, 1, 1, 1))},
+                              {"stride": (1, 1), "pads": (t, l, b, r), "dilation": (1, 1), "groups": C},
+                              base=n.output[0] + "/conv"))
 
     def op_Neg(self, n):
         self.attrs(n, ())
@@ -594,11 +652,12 @@ class _Importer:
         a = self.attrs(n, ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides",
                            "dilations", "storage_order"))
         self.only_first_output(n)
-        x = self.var(n, n.input[0])
-        s = self.shapes[x]
+        x0 = self.var(n, n.input[0])
         k = tuple(a.get("kernel_shape", ()))
-        if len(s) != 3 or len(k) != 2:
-            raise self.unsupported(n, f"with kernel {list(k)} on [batch, {list(s)}] is not supported (only 2-D pooling)")
+        if len(self.full(x0)) != 4 or len(k) != 2:
+            raise self.unsupported(n, f"with kernel {list(k)} on {self.describe(x0)} is not supported (only 2-D pooling)")
+        x, back = self.to_chw(n, x0)
+        s = self.shapes[x]
         if tuple(a.get("dilations", (1, 1))) != (1, 1):
             raise self.unsupported(n, f"with dilations {list(a['dilations'])} is not supported")
         stride = tuple(a.get("strides", (1, 1)))
@@ -610,7 +669,7 @@ class _Importer:
                 span = size + lo + hi - kk
                 if span % st:  # ceil and floor output sizes differ
                     raise self.unsupported(n, "with ceil_mode=1 changing the output size is not supported")
-        self.vals[n.output[0]] = self.emit(n, op, [x], attrs={"kernel": k, "stride": stride, "pads": pads})
+        self.set(n, back(self.emit(n, op, [x], attrs={"kernel": k, "stride": stride, "pads": pads})))
 
     def op_AveragePool(self, n):
         self._pool(n, "avgpool2d")
@@ -620,12 +679,12 @@ class _Importer:
 
     def _global_pool(self, n, op):
         self.attrs(n, ())
-        x = self.var(n, n.input[0])
-        s = self.shapes[x]
-        if len(s) != 3:
-            raise self.unsupported(n, f"on [batch, {list(s)}] is not supported (only 2-D pooling)")
-        k = tuple(s[1:])
-        self.vals[n.output[0]] = self.emit(n, op, [x], attrs={"kernel": k, "stride": k, "pads": (0, 0, 0, 0)})
+        x0 = self.var(n, n.input[0])
+        if len(self.full(x0)) != 4:
+            raise self.unsupported(n, f"on {self.describe(x0)} is not supported (only 2-D pooling)")
+        x, back = self.to_chw(n, x0)
+        k = tuple(self.shapes[x][1:])
+        self.set(n, back(self.emit(n, op, [x], attrs={"kernel": k, "stride": k, "pads": (0, 0, 0, 0)})))
 
     def op_GlobalAveragePool(self, n):
         self._global_pool(n, "avgpool2d")
@@ -642,39 +701,21 @@ class _Importer:
             raise self.unsupported(n, "with spatial=0 is not supported")
         self.only_first_output(n)
         x = self.var(n, n.input[0])
-        s = self.shapes[x]
+        full = self.full(x)
+        if len(full) < 2:
+            raise self.bad(f"BatchNormalization {self._where(n)}: input {self.describe(x)} has no channel axis")
         g, b, mean, var = (np.asarray(self.const(n, i), dtype=np.float64).reshape(-1) for i in n.input[1:5])
         eps = float(a.get("epsilon", 1e-5))
-        if not len(g) == len(b) == len(mean) == len(var) == s[0]:
-            raise self.bad(f"BatchNormalization {self._where(n)}: parameters do not have {s[0]} channels")
+        if not len(g) == len(b) == len(mean) == len(var) == full[1]:
+            raise self.bad(f"BatchNormalization {self._where(n)}: parameters do not have {full[1]} channels")
         if (var + eps <= 0).any():
             raise self.bad(f"BatchNormalization {self._where(n)}: var + epsilon is not positive")
         scale = g / np.sqrt(var + eps)
         shift = b - mean * scale
-        view = (-1,) + (1,) * (len(s) - 1)
-        self.vals[n.output[0]] = self.emit(n, "affine", [x], {"scale": scale.reshape(view),
-                                                              "shift": shift.reshape(view)})
+        view = (1,) * self.boff + (-1,) + (1,) * (len(full) - 2)
+        self.set(n, self.emit(n, "affine", [x], {"scale": scale.reshape(view), "shift": shift.reshape(view)}))
 
     # arithmetic ----------------------------------------------------------------------------------------------
-    def sample_const(self, n, c: np.ndarray, s: tuple[int, ...]) -> np.ndarray:
-        """A constant broadcast against [batch, *s], as an array broadcasting against one sample."""
-        c = np.asarray(c, dtype=np.float64)
-        r = len(s) + 1
-        while c.ndim > r and c.shape[0] == 1:
-            c = c[0]
-        if c.ndim > r:
-            raise self.unsupported(n, f"broadcasting a constant of shape {list(c.shape)} over [batch, {list(s)}] "
-                                      "adds axes, which is not supported")
-        if c.ndim == r:
-            if c.shape[0] != 1:
-                raise self.unsupported(n, f"with a constant of shape {list(c.shape)} that varies along the batch "
-                                          "axis is not supported")
-            c = c[0]
-        if np.broadcast_shapes(c.shape, s) != tuple(s):
-            raise self.unsupported(n, f"broadcasting a constant of shape {list(c.shape)} enlarges [batch, {list(s)}], "
-                                      "which is not supported")
-        return c
-
     def fold_bias(self, x: str, onnx_name: str, c: np.ndarray) -> bool:
         """Add constant c (per sample) into the node producing x when that is exact: the bias of a linear or
         conv2d node, or the missing shift of a scale-only affine node. Only when x has no other consumer."""
@@ -710,26 +751,19 @@ class _Importer:
             raise self.bad(f"{n.op_type} {self._where(n)} needs 2 inputs")
         A, B = n.input
         if A in self.vals and B in self.vals:
-            xa, xb = self.vals[A], self.vals[B]
-            if kind not in ("add", "sub"):
-                raise self.unsupported(n, "with two non-constant inputs (a product) is not supported")
-            if self.shapes[xa] != self.shapes[xb]:
-                raise self.unsupported(n, f"broadcasting [batch, {list(self.shapes[xa])}] with "
-                                          f"[batch, {list(self.shapes[xb])}] is not supported")
-            self.vals[n.output[0]] = self.emit(n, kind, [xa, xb])
-            return
+            return self._arith_vars(n, kind, self.vals[A], self.vals[B])
         var_left = A in self.vals
         x = self.var(n, A if var_left else B)
         c = np.asarray(self.const(n, B if var_left else A))
         if a.get("broadcast") and "axis" in a:  # opset < 7: B is aligned with A starting at `axis`
             if not var_left:
                 raise self.unsupported(n, "with legacy broadcasting of a non-constant second input is not supported")
-            r = len(self.shapes[x]) + 1
+            r = len(self.full(x))
             axis = a["axis"] + r if a["axis"] < 0 else a["axis"]
             if axis + c.ndim > r:
                 raise self.bad(f"{n.op_type} {self._where(n)}: legacy broadcast axis {a['axis']} does not fit")
             c = c.reshape(c.shape + (1,) * (r - axis - c.ndim))
-        c = self.sample_const(n, c, self.shapes[x])
+        c = self.per_sample(n, c, x)
         onnx_in = A if var_left else B
         if kind == "add" or (kind == "sub" and var_left):
             shift = c if kind == "add" else -c
@@ -747,7 +781,27 @@ class _Importer:
             params = {"scale": 1.0 / c}
         else:
             raise self.unsupported(n, "dividing a constant by a non-constant input is not supported")
-        self.vals[n.output[0]] = self.emit(n, "affine", [x], params)
+        self.set(n, self.emit(n, "affine", [x], params))
+
+    def _arith_vars(self, n, kind: str, xa: str, xb: str):
+        """Two variables: add / sub / mul with numpy broadcasting of the ONNX shapes (never across the batch
+        axis); a / b as a * b**-1."""
+        fa, fb = self.full(xa), self.full(xb)
+        r = max(len(fa), len(fb))
+        if not self.boff and len(fa) != len(fb):
+            raise self.batch_axis(n, f"broadcasting {self.describe(xa)} with {self.describe(xb)} aligns the batch "
+                                     "axis with another axis")
+        try:
+            np.broadcast_shapes(tuple(fa), tuple(fb))
+        except ValueError:
+            raise self.bad(f"{n.op_type} {self._where(n)}: {self.describe(xa)} and {self.describe(xb)} do not "
+                           "broadcast") from None
+        xa, xb = (self.reshape_full(n, v, [1] * (r - len(f)) + f, base=n.output[0] + "/rank")
+                  for v, f in ((xa, fa), (xb, fb)))
+        if kind == "div":
+            xb = self.emit(n, "pow", [xb], attrs={"exponent": -1.0}, base=n.output[0] + "/reciprocal")
+            kind = "mul"
+        self.set(n, self.emit(n, kind, [xa, xb]))
 
     def op_Add(self, n):
         self._arith(n, "add")
@@ -795,4 +849,11 @@ def load_onnx_bytes(data: bytes, source: str = "<bytes>") -> Network:
         onnx.checker.check_model(model)
     except Exception as e:
         raise BadInput(f"invalid ONNX model: {_one_line(e)}", source) from None
-    return _Importer(model, source, data).run()
+    ctx = OnnxContext(model, source, data)
+    try:
+        return ctx.run()
+    except _BatchAxis:
+        if ctx.batch != 1:  # a symbolic batch axis really is one
+            raise
+        # an op mixes the fixed first axis of size 1 with others: read the graph as one unbatched sample
+        return OnnxContext(model, source, data, unbatched=True).run()

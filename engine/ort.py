@@ -59,23 +59,28 @@ class _Session:
         self.dtype = np.float64 if i.type == "tensor(double)" else np.float16 if i.type == "tensor(float16)" \
             else np.float32
         dims = list(i.shape)
-        if len(dims) < 2 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        # Unbatched models (a rank-1 input, or a fixed first axis > 1, as engine/onnx_import reads them) take one
+        # sample of the full input shape per run.
+        self.unbatched = len(dims) == 1 or (isinstance(dims[0], int) and dims[0] > 1)
+        rest = dims if self.unbatched else dims[1:]
+        if not dims or not all(isinstance(d, int) and d > 0 for d in rest):
             raise BadInput(f"input {i.name!r} has shape {dims}; fixed sizes after the batch axis are required", source)
-        self.sample_shape = tuple(int(d) for d in dims[1:])
-        self.batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
+        self.sample_shape = tuple(int(d) for d in rest)
+        self.batch = None if self.unbatched else dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
         self.output_name = self.sess.get_outputs()[0].name
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """x [N, *sample_shape] -> flat float64 outputs [N, n_outputs]."""
         n = x.shape[0]
-        step = self.batch or _CHUNK
+        step = 1 if self.unbatched else self.batch or _CHUNK
         outs = []
         for s in range(0, n, step):
             xb = x[s:s + step]
             m = xb.shape[0]
             if self.batch is not None and m < self.batch:  # fixed batch: pad the last chunk with copies
                 xb = np.concatenate([xb, np.repeat(xb[-1:], self.batch - m, axis=0)])
-            y = self.sess.run([self.output_name], {self.input_name: np.ascontiguousarray(xb, dtype=self.dtype)})[0]
+            feed = xb[0] if self.unbatched else xb
+            y = self.sess.run([self.output_name], {self.input_name: np.ascontiguousarray(feed, dtype=self.dtype)})[0]
             outs.append(np.asarray(y, dtype=np.float64).reshape(xb.shape[0], -1)[:m])
         if not outs:
             y = self.run(np.zeros((1, *self.sample_shape)))

@@ -6,6 +6,7 @@ points (default: all). Everything registered records the plugin that provided it
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,10 @@ GROUP = "nncert"
 @dataclass
 class Registry:
     pm: pluggy.PluginManager
+    ops: dict[str, Any] = field(default_factory=dict)                       # op name -> OpDef
+    op_plugin: dict[str, str] = field(default_factory=dict)
+    onnx_importers: dict[str, Any] = field(default_factory=dict)            # ONNX op type -> importer
+    onnx_plugin: dict[str, str] = field(default_factory=dict)
     domains: dict[str, type] = field(default_factory=dict)
     domain_plugin: dict[str, str] = field(default_factory=dict)
     op_rules: dict[str, dict[str, Any]] = field(default_factory=dict)       # domain -> op -> rule
@@ -34,7 +39,9 @@ class Registry:
         if name not in self.domains:
             known = ", ".join(sorted(self.domains)) or "none"
             raise BadInput(f"unknown domain {name!r} (registered: {known})")
-        return self.domains[name](op_rules=self.op_rules.get(name, {}))
+        d = self.domains[name](op_rules=self.op_rules.get(name, {}))
+        d.ops, d.registry = self.ops, self
+        return d
 
     def transform(self, name: str):
         if name not in self.transforms:
@@ -57,6 +64,28 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
     def each(hookname):
         for impl in getattr(pm.hook, hookname).get_hookimpls():
             yield impl.plugin_name, impl.function
+
+    from .ops import TRAITS, OpDef
+
+    for plugin, fn in each("nncert_register_ops"):
+        def register(op, _plugin=plugin):
+            if not isinstance(op, OpDef) or not op.name or not callable(op.forward):
+                raise PluginError(f"plugin {_plugin!r} registered {op!r}, which is not a named OpDef with a forward")
+            if op.name in reg.ops:
+                raise PluginError(f"plugin {_plugin!r} registers op {op.name!r}, "
+                                  f"already provided by plugin {reg.op_plugin[op.name]!r}")
+            if op.traits - TRAITS:
+                raise PluginError(f"plugin {_plugin!r}: op {op.name!r} has unknown traits {sorted(op.traits - TRAITS)}"
+                                  f" (known: {sorted(TRAITS)})")
+            for onnx_type, importer in op.onnx.items():
+                if onnx_type in reg.onnx_importers:
+                    raise PluginError(f"plugin {_plugin!r} registers an importer for ONNX op {onnx_type!r}, "
+                                      f"already provided by plugin {reg.onnx_plugin[onnx_type]!r}")
+                reg.onnx_importers[onnx_type] = importer
+                reg.onnx_plugin[onnx_type] = _plugin
+            reg.ops[op.name] = op
+            reg.op_plugin[op.name] = _plugin
+        fn(register=register)
 
     for plugin, fn in each("nncert_register_domains"):
         def register(cls, _plugin=plugin):
@@ -95,8 +124,11 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
 
 
 def make_plugin_manager(extra_plugins: dict[str, object] | None = None, entry_points: bool = True) -> pluggy.PluginManager:
+    from .ops import builtin
+
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
+    pm.register(builtin, name="nncert-ops")  # the built-in ops, always (NNCERT_PLUGINS selects domains)
     if entry_points:
         wanted = os.environ.get("NNCERT_PLUGINS")
         if wanted:
@@ -125,6 +157,17 @@ def get_registry(refresh: bool = False) -> Registry:
 def registry_with(plugins: dict[str, object]) -> Registry:
     """A registry of the installed plugins plus the given ones (for tests and embedding)."""
     return _collect(make_plugin_manager(plugins))
+
+
+@contextmanager
+def use_registry(reg: Registry):
+    """Make `reg` the process registry for the duration (ops, importers and domains resolve through it)."""
+    global _REGISTRY
+    old, _REGISTRY = _REGISTRY, reg
+    try:
+        yield reg
+    finally:
+        _REGISTRY = old
 
 
 def get_domain(name: str) -> Domain:

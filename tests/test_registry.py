@@ -109,15 +109,31 @@ def test_nncert_plugins_filter(toy_dist, monkeypatch):
         make_plugin_manager()
 
 
+class _Opaque:
+    """Registers an op with semantics but no traits and no rule in any domain."""
+    from nncert.engine import hookimpl
+
+    @staticmethod
+    @hookimpl
+    def nncert_register_ops(register):
+        import torch
+
+        from nncert.engine.ops import OpDef
+        register(OpDef("opaque", lambda node, args: torch.relu(args[0])))
+
+
 def test_unsupported_op_is_named():
-    reg = registry_with({})
     from nncert.engine.errors import UnsupportedOp
-    net = random_mlp((3, 4, 2), seed=0)
-    net.nodes[1].op = "relu"  # supported
-    dom = reg.domain("ibp")
-    dom.op_rules.pop("relu")
-    with pytest.raises(UnsupportedOp, match="relu.*no rule in domain 'ibp'"):
-        dom.check_network(net)
+    from nncert.engine.registry import use_registry
+    reg = registry_with({"opaque-op": _Opaque})
+    with use_registry(reg):
+        net = random_mlp((3, 4, 2), seed=0)
+        net.nodes[1].op = "opaque"
+        for name in ("ibp", "crown"):
+            dom = reg.domain(name)
+            assert "opaque" not in dom.supported_ops()
+            with pytest.raises(UnsupportedOp, match=f"opaque.*no rule in domain '{name}'"):
+                dom.check_network(net)
 
 
 class _Dup:

@@ -20,10 +20,9 @@ from nncert.engine.errors import BadInput
 from nncert.engine.kernels import linear_bounds as lb
 from nncert.engine.kernels.alpha import HIDDEN_ITERS, HIDDEN_LR, ITERS, alpha_hidden_bounds, optimise_conjunctions
 from nncert.engine.numerics import refuted_combination, widen
-from nncert.plugins.ibp import RULES as IBP_RULES
 
 from .propagate import concretize_box, concretize_l2, crown_bounds
-from .rules import RULES
+from .rules import RULES, derived_rule
 
 
 def _check_C(C, B, n_out, dtype, device):
@@ -131,9 +130,28 @@ class Crown(Domain):
     def __init__(self, op_rules=None):
         super().__init__(op_rules)
         self._mlp: dict[int, tuple] = {}
+        self._interval = None
+
+    @property
+    def interval_domain(self):
+        """The domain whose rules give the intervals CROWN starts from: the registry's "ibp" (its own rules,
+        plugins' and trait-derived ones), or None when it is not loaded (then no intervals: CROWN bounds only)."""
+        if self._interval is None:
+            from nncert.engine.registry import get_registry
+            reg = self.registry or get_registry()
+            self._interval = reg.domain("ibp") if "ibp" in reg.domains else False
+        return self._interval or None
+
+    def derived_rule(self, op):
+        return derived_rule(op, self.interval_domain)
+
+    def _crown(self, network, lower, upper, concretize, C):
+        iv = self.interval_domain
+        return crown_bounds(network, lambda n: self.rule(n.op), (lambda n: iv.rule(n.op)) if iv else (lambda n: None),
+                            self.ops, lower, upper, concretize, C)
 
     def _mlp_view(self, network):
-        if any(self.op_rules[op] is not RULES.get(op) for op in network.ops()):
+        if any(self.op_rules.get(op) is not RULES.get(op) for op in network.ops()):
             return None  # a plugin overrode a rule: take the generic path, which uses it
         hit = self._mlp.get(id(network))
         if hit is None or hit[0] is not network:
@@ -155,8 +173,8 @@ class Crown(Domain):
             lo, hi = view.map_box(lower, upper)
             out = lb.crown_mlp(lo, hi, view.Ws, view.bs, Cm, packed=view.packed(dt, dev))
         else:
-            Cm = _check_C(C, B, network.n_outputs, dt, dev)
-            out = crown_bounds(network, self.op_rules, IBP_RULES, lower, upper, concretize_box(lower, upper), Cm)
+            Cm = None if C is None else _check_C(C, B, network.n_outputs, dt, dev)
+            out = self._crown(network, lower, upper, concretize_box(lower, upper), Cm)
         return widen(*out)
 
     def bounds_refine(self, network, lower, upper, C=None, state=None):
@@ -207,9 +225,9 @@ class Crown(Domain):
         eps = torch.as_tensor(eps, dtype=dt, device=dev).expand(B).contiguous()
         if not (eps >= 0).all() or not torch.isfinite(eps).all():
             raise BadInput("l2 radius eps must be finite and >= 0")
-        Cm = _check_C(C, B, network.n_outputs, dt, dev)
+        Cm = None if C is None else _check_C(C, B, network.n_outputs, dt, dev)
         lo, hi = center - eps[:, None], center + eps[:, None]
-        out = crown_bounds(network, self.op_rules, IBP_RULES, lo, hi, concretize_l2(center, eps), Cm)
+        out = self._crown(network, lo, hi, concretize_l2(center, eps), Cm)
         return widen(*out)
 
 

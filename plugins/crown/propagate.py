@@ -1,14 +1,15 @@
 """CROWN on an IR DAG: backward linear bound propagation with CROWN intermediate bounds.
 
-`crown_bounds(...)` walks the nodes in topological order keeping an interval for every node (IBP rules of
-plugins.ibp, from the tightest bounds known so far). At the input of every op whose rule needs bounds (ReLU,
-sigmoid, ...), it refines that interval by CROWN: a backward pass from the node to the network input with one
-bound row per neuron, concretised over the input set. For ReLU/LeakyReLU inputs the rows are chosen by
-engine.kernels.linear_bounds.crown_rows (auto_LiRPA's sparse rule: interval-unstable neurons, or all when
-more than 90% are) and CROWN replaces the interval there; for other ops every neuron gets a row and the CROWN
-bound is intersected with the interval.
-The backward pass visits nodes in reverse topological order and sums coefficients over a node's consumers
-(residual DAGs). Lower bounds only are propagated: upper = -lower of the negated rows.
+`crown_bounds(...)` runs the engine's forward traversal (engine/propagate.py) with interval rules taken from the
+registry's "ibp" domain (its own rules, plugins' rules and trait-derived ones), keeping an interval for every node.
+At the input of every op whose rule needs bounds (ReLU, sigmoid, products, ...), it refines that interval by
+CROWN: the engine's backward traversal from the node to the network input with one bound row per neuron,
+concretised over the input set. For ReLU/LeakyReLU inputs the rows are chosen by
+engine.kernels.linear_bounds.crown_rows (auto_LiRPA's sparse rule: interval-unstable neurons, or all when more
+than 90% are) and CROWN replaces the interval there; for other ops every neuron gets a row and the CROWN bound is
+intersected with the interval. Lower bounds only are propagated: upper = -lower of the negated rows. Rows are
+processed in chunks sized to the memory budget (engine/memory.py); C = None bounds every output without ever
+forming an identity matrix.
 """
 from __future__ import annotations
 
@@ -16,16 +17,18 @@ import math
 
 import torch
 
+from nncert.engine import memory
 from nncert.engine.kernels import linear_bounds as lb
+from nncert.engine.propagate import backward, forward
 
 SIGN_ONLY = ("relu", "leaky_relu")  # ops whose relaxation of a stable neuron does not depend on its bounds
 
 
 class Ctx:
-    """Per-call state: node bounds, relaxation cache, parameters in the working dtype."""
+    """Per-call state: node bounds, relaxation cache, parameters in the working dtype, the op table."""
 
-    def __init__(self, network, dtype, device):
-        self.network, self.dtype, self.device = network, dtype, device
+    def __init__(self, network, dtype, device, ops):
+        self.network, self.dtype, self.device, self.ops = network, dtype, device, ops
         self.bounds: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.cache: dict = {}
         self._shapes = {network.input_name: network.input_shape} | {n.name: n.shape for n in network.nodes}
@@ -54,64 +57,74 @@ def concretize_l2(center, eps):
     return f
 
 
-def backward_lower(network, target: str, A: torch.Tensor, ctx: Ctx, rules, concretize) -> torch.Tensor:
+def backward_lower(network, target: str, A: torch.Tensor, ctx: Ctx, rule_for, concretize) -> torch.Tensor:
     """Lower bound [B, m] of sum(A * value(target)) over the input set; A [B, m, *shape(target)]."""
     B, m = A.shape[:2]
-    lam = {target: A}
-    bias = torch.zeros(B, m, dtype=ctx.dtype, device=ctx.device)
-    for node in reversed(network.nodes):
-        L = lam.pop(node.name, None)
-        if L is None:
-            continue
-        ins, b = rules[node.op](node, L, ctx)
-        if b is not None:
-            bias = bias + b
-        for name, Li in zip(node.inputs, ins):
-            if Li is not None:
-                lam[name] = lam[name] + Li if name in lam else Li
-    L = lam.get(network.input_name)
+    L, bias = backward(network, target, A, rule_for, ctx)
     if L is None:  # the target does not depend on the input
         return bias
     return concretize(L.reshape(B, m, -1), bias)
 
 
-def _needs_bounds(network, rules) -> dict[str, list[str]]:
-    """{node name: ops of its consumers that need its bounds}."""
+def _needs_bounds(network, rule_for) -> dict[str, list[str]]:
+    """{value name: ops of its consumers whose relaxation needs its bounds}."""
     out: dict[str, list[str]] = {}
     for node in network.nodes:
-        if getattr(rules[node.op], "needs_bounds", False):
-            out.setdefault(node.inputs[0], []).append(node.op)
+        if getattr(rule_for(node), "needs_bounds", False):
+            for i in node.inputs:
+                out.setdefault(i, []).append(node.op)
     return out
 
 
-def crown_bounds(network, rules, ibp_rules, box_lo, box_hi, concretize, C, row_chunk: int = 4096):
-    """Lower and upper bounds [B, m] of C @ flat(f(x)), unwidened.
+def _rows(C, start, k, B, n, dtype, device):
+    """Rows start..start+k of C [B, m, n], or of the identity when C is None, as [B, k, n]."""
+    if C is not None:
+        return C[:, start:start + k]
+    E = torch.zeros(k, n, dtype=dtype, device=device)
+    E[torch.arange(k), torch.arange(start, start + k)] = 1
+    return E.expand(B, k, n)
+
+
+def crown_bounds(network, rule_for, interval_rule_for, ops, box_lo, box_hi, concretize, C=None):
+    """Lower and upper bounds [B, m] of C @ flat(f(x)) (C [B, m, n_out]; None: every output), unwidened.
 
     box_lo/box_hi [B, n_in]: a box containing the input set (the set itself for box inputs);
-    concretize(Lam [B, R, n_in], bias [B, R]) -> min over the input set; C [B, m, n_out].
-    """
+    concretize(Lam [B, R, n_in], bias [B, R]) -> min over the input set."""
     B, dt, dev = box_lo.shape[0], box_lo.dtype, box_lo.device
-    ctx = Ctx(network, dt, dev)
-    needs = _needs_bounds(network, rules)
+    ctx = Ctx(network, dt, dev, ops)
+    needs = _needs_bounds(network, rule_for)
+    width = max([network.n_inputs] + [math.prod(n.shape) for n in network.nodes])
+    chunk = memory.rows_per_chunk(B, width, box_lo.element_size())
     inf = float("inf")
-    ctx.bounds[network.input_name] = (box_lo.reshape(B, *network.input_shape), box_hi.reshape(B, *network.input_shape))
-    for node in network.nodes:
-        rule = ibp_rules.get(node.op)
+
+    def interval(node, boxes):
+        rule = interval_rule_for(node)
         if rule is not None:
-            il, iu = rule(node, [ctx.bounds[i] for i in node.inputs])
-        else:
-            il = torch.full((B, *node.shape), -inf, dtype=dt, device=dev)
-            iu = torch.full((B, *node.shape), inf, dtype=dt, device=dev)
-        if node.name in needs:
-            il, iu = _refine(network, node, il, iu, needs[node.name], ctx, rules, concretize, row_chunk)
-        ctx.bounds[node.name] = (il, iu)
-    m = C.shape[1]
-    A = C.reshape(B, m, *network.output_shape)
-    res = backward_lower(network, network.output, torch.cat([A, -A], 1), ctx, rules, concretize)
-    return res[:, :m], -res[:, m:]
+            return rule(node, boxes)
+        return (torch.full((B, *node.shape), -inf, dtype=dt, device=dev),
+                torch.full((B, *node.shape), inf, dtype=dt, device=dev))
+
+    def refine(node, box):
+        if node.name not in needs:
+            return box
+        ctx.bounds[node.name] = box  # the interval, for rules that read a node's own bounds while it is refined
+        return _refine(network, node, *box, needs[node.name], ctx, rule_for, concretize, chunk)
+
+    box = (box_lo.reshape(B, *network.input_shape), box_hi.reshape(B, *network.input_shape))
+    forward(network, box, lambda node: interval, on_node=refine, vals=ctx.bounds)
+    n_out = network.n_outputs
+    m = n_out if C is None else C.shape[1]
+    lo, hi = [], []
+    for s in range(0, m, chunk):
+        k = min(chunk, m - s)
+        A = _rows(C, s, k, B, n_out, dt, dev).reshape(B, k, *network.output_shape)
+        res = backward_lower(network, network.output, torch.cat([A, -A], 1), ctx, rule_for, concretize)
+        lo.append(res[:, :k])
+        hi.append(-res[:, k:])
+    return torch.cat(lo, 1), torch.cat(hi, 1)
 
 
-def _refine(network, node, il, iu, consumer_ops, ctx, rules, concretize, row_chunk):
+def _refine(network, node, il, iu, consumer_ops, ctx, rule_for, concretize, row_chunk):
     B = il.shape[0]
     shape = node.shape
     n = math.prod(shape)
@@ -131,7 +144,7 @@ def _refine(network, node, il, iu, consumer_ops, ctx, rules, concretize, row_chu
         E = torch.zeros(k, n, dtype=ctx.dtype, device=ctx.device)
         E[torch.arange(k), ids] = 1
         A = torch.cat([E, -E]).reshape(1, 2 * k, *shape).expand(B, -1, *shape)
-        res = backward_lower(network, node.name, A, ctx, rules, concretize)
+        res = backward_lower(network, node.name, A, ctx, rule_for, concretize)
         cl, cu = res[:, :k], -res[:, k:]
         if not sign_only:
             cl, cu = torch.maximum(fl[:, ids], cl), torch.minimum(fu[:, ids], cu)

@@ -77,6 +77,38 @@ def tanh_relax(l, u):
     return _s_shaped(l, u, torch.tanh, lambda z: 1 - torch.tanh(z) ** 2, _tanh_crit)
 
 
+def curved_relax(op, node, l, u, out_lo, out_hi):
+    """(al, cl, au, cu) for an elementwise op with a declared curvature (engine/ops: `derivative`, `curvature`).
+
+    Where f is convex on [l, u]: the tangent at the midpoint below (exact: f(z) >= f(m) + f'(m)(z - m)) and, above,
+    the chord slope a with intercept max(f(l) - a l, f(u) - a u) (exact for any slope, since f - a z is convex);
+    mirrored where concave. Elsewhere, or where any value is not finite, the constant bounds out_lo / out_hi
+    (the op's interval). A margin of a few ulps of the magnitudes involved covers the rounding."""
+    eps = torch.finfo(l.dtype).eps
+    curv = op.curvature(node, l, u) if callable(op.curvature) else torch.full_like(l, op.curvature, dtype=torch.int8)
+    f = lambda z: op.forward(node, [z])  # noqa: E731
+    m = (l + u) / 2
+    fl, fu, fm, dm = f(l), f(u), f(m), op.derivative(node, m)
+    w = u - l
+    tiny = w <= 4 * eps * (1 + torch.maximum(l.abs(), u.abs()))
+    chord = torch.where(tiny, dm, (fu - fl) / torch.where(tiny, torch.ones_like(w), w))
+    end_max = torch.maximum(fl - chord * l, fu - chord * u)
+    end_min = torch.minimum(fl - chord * l, fu - chord * u)
+    tangent = fm - dm * m
+    convex = curv > 0
+    al = torch.where(convex, dm, chord)
+    cl = torch.where(convex, tangent, end_min)
+    au = torch.where(convex, chord, dm)
+    cu = torch.where(convex, end_max, tangent)
+    scale = fl.abs() + fu.abs() + fm.abs() + (dm.abs() + chord.abs()) * (l.abs() + u.abs())
+    margin = 16 * eps * scale
+    cl, cu = cl - margin, cu + margin
+    ok = (curv != 0) & torch.isfinite(al) & torch.isfinite(cl) & torch.isfinite(au) & torch.isfinite(cu)
+    zero = torch.zeros_like(l)
+    return (torch.where(ok, al, zero), torch.where(ok, cl, out_lo), torch.where(ok, au, zero),
+            torch.where(ok, cu, out_hi))
+
+
 def relax(op: str, l: torch.Tensor, u: torch.Tensor, attrs: dict):
     if op == "relu":
         return leaky_relu_relax(l, u, 0.0)

@@ -8,7 +8,11 @@ A rule has the signature `rule(node, Lam, ctx) -> (ins, bias)`:
 ctx.bounds[name] = (lo, hi) [B, *shape] holds the (final) bounds of every node a relaxation needs; ctx.cache is
 a per-call dict for relaxations. Linear ops are exact (bias = their constant term); nonlinear ops use the
 relaxations of plugins.crown.relax. Plugins may contribute rules with register("crown", op, rule); a contributed
-nonlinear op must also set `rule.needs_bounds = True` so the domain computes bounds of its input.
+nonlinear op must also set `rule.needs_bounds = True` so the domain computes bounds of its inputs.
+
+Ops without a rule here get one from their traits (`derived_rule`): a linear op its exact adjoint (a
+vector-Jacobian product of its forward); an elementwise op with a curvature a chord-and-tangent relaxation; any
+other op the interval domain can bound the constant relaxation lo_out <= y <= hi_out (sound, loose).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import relax as rx
+from nncert.engine.ops.nonlinear import matmul_operands, mul_operands
 
 
 def _sum_rest(t: torch.Tensor) -> torch.Tensor:
@@ -158,6 +163,109 @@ def _maxpool(node, Lam, ctx):
 
 _maxpool.needs_bounds = True
 
+def _nan_safe(Lam, c):
+    """Lam * c with 0 * inf = 0 (a zero coefficient on an unbounded quantity contributes nothing)."""
+    return torch.where(Lam == 0, torch.zeros((), dtype=Lam.dtype, device=Lam.device), Lam * c)
+
+
+def _constant(node, Lam, ctx):
+    """lo_out <= y <= hi_out: no coefficient on the inputs, the node's own interval as the constant."""
+    lo, hi = ctx.bounds[node.name]
+    bias = _sum_rest(_nan_safe(Lam.clamp(min=0), lo[:, None]) + _nan_safe(Lam.clamp(max=0), hi[:, None]))
+    return [None] * len(node.inputs), bias
+
+
+_constant.needs_bounds = True
+
+
+def _vjp(node, Lam, ctx):
+    """Exact rule of a linear op: coefficients J^T Lam by autograd through its forward, bias Lam . f(0)."""
+    op = ctx.ops[node.op]
+    B, m = Lam.shape[:2]
+    xs = [torch.zeros((B * m, *ctx.shape(i)), dtype=ctx.dtype, device=ctx.device, requires_grad=True)
+          for i in node.inputs]
+    with torch.enable_grad():
+        y = op.forward(node, xs)
+        grads = torch.autograd.grad(y, xs, grad_outputs=Lam.reshape(B * m, *Lam.shape[2:]), allow_unused=True)
+    ins = [None if g is None else g.reshape(B, m, *ctx.shape(i)) for g, i in zip(grads, node.inputs)]
+    y0 = y[0].detach()
+    return ins, _sum_rest(Lam * y0) if bool((y0 != 0).any()) else None
+
+
+def _curved(node, Lam, ctx):
+    """Elementwise op with a declared curvature: chord and tangent (plugins.crown.relax.curved_relax), the node's
+    interval where the curvature is unknown or the relaxation is not finite."""
+    key = ("relax", node.name)
+    if key not in ctx.cache:
+        l, u = ctx.bounds[node.inputs[0]]
+        ctx.cache[key] = rx.curved_relax(ctx.ops[node.op], node, l, u, *ctx.bounds[node.name])
+    al, cl, au, cu = ctx.cache[key]
+    pos, neg = Lam.clamp(min=0), Lam.clamp(max=0)
+    return [pos * al[:, None] + neg * au[:, None]], _sum_rest(_nan_safe(pos, cl[:, None]) + _nan_safe(neg, cu[:, None]))
+
+
+_curved.needs_bounds = True
+
+
+def _mul(node, Lam, ctx):
+    """McCormick: (x - lx)(y - ly) >= 0 gives xy >= ly x + lx y - lx ly; (x - lx)(uy - y) >= 0 gives
+    xy <= uy x + lx y - lx uy. Elements with an unbounded input keep the constant relaxation."""
+    (lx, ux), (ly, uy) = ctx.bounds[node.inputs[0]], ctx.bounds[node.inputs[1]]
+    (lx, ly), (ux, uy) = mul_operands(lx, ly), mul_operands(ux, uy)
+    out = Lam.shape[2:]
+    lx, ux, ly, uy = (v.expand(v.shape[0], *out)[:, None] for v in (lx, ux, ly, uy))
+    ok = torch.isfinite(lx) & torch.isfinite(ux) & torch.isfinite(ly) & torch.isfinite(uy)
+    z = torch.zeros((), dtype=Lam.dtype, device=Lam.device)
+    lx, ly, uy = (torch.where(ok, v, z) for v in (lx, ly, uy))
+    pos, neg = Lam.clamp(min=0), Lam.clamp(max=0)
+    lo, hi = ctx.bounds[node.name]
+    const = _nan_safe(torch.where(ok, z, pos), lo[:, None]) + _nan_safe(torch.where(ok, z, neg), hi[:, None])
+    pos, neg = torch.where(ok, pos, z), torch.where(ok, neg, z)
+    cx = pos * ly + neg * uy
+    cy = (pos + neg) * lx
+    bias = _sum_rest(const - pos * lx * ly - neg * lx * uy)
+    return [_to_shape(cx, ctx.shape(node.inputs[0])), _to_shape(cy, ctx.shape(node.inputs[1]))], bias
+
+
+_mul.needs_bounds = True
+
+
+def _matmul(node, Lam, ctx):
+    """McCormick on every product term of X @ Y (as `_mul`), summed: coefficients Lam+ ly^T + Lam- uy^T on X and
+    lx^T Lam on Y. Networks with unbounded operands keep the constant relaxation."""
+    (lx, ux), (ly, uy) = ctx.bounds[node.inputs[0]], ctx.bounds[node.inputs[1]]
+    if not all(bool(torch.isfinite(v).all()) for v in (lx, ux, ly, uy)):
+        return _constant(node, Lam, ctx)
+    lx, ly, squeeze = matmul_operands(lx, ly)
+    _, uy, _ = matmul_operands(ux, uy)
+    if -1 in squeeze:
+        Lam = Lam.unsqueeze(-1)
+    if -2 in squeeze:
+        Lam = Lam.unsqueeze(-2)
+    lx, ly, uy = lx[:, None], ly[:, None], uy[:, None]
+    pos, neg = Lam.clamp(min=0), Lam.clamp(max=0)
+    cx = pos @ ly.transpose(-1, -2) + neg @ uy.transpose(-1, -2)
+    cy = lx.transpose(-1, -2) @ Lam
+    bias = _sum_rest(pos * (lx @ ly) + neg * (lx @ uy))
+    B, m = Lam.shape[:2]
+    coeffs = [_to_shape(c, v.shape[1:]).reshape(B, m, *ctx.shape(name))
+              for c, v, name in ((cx, lx[:, 0], node.inputs[0]), (cy, ly[:, 0], node.inputs[1]))]
+    return coeffs, -bias
+
+
+_matmul.needs_bounds = True
+
+
+def derived_rule(op, interval_domain):
+    if "linear" in op.traits:
+        return _vjp
+    if "elementwise" in op.traits and op.curvature is not None and op.derivative is not None:
+        return _curved
+    if interval_domain is not None and interval_domain.rule(op.name) is not None:
+        return _constant
+    return None
+
+
 RULES = {
     "linear": _linear,
     "conv2d": _conv2d,
@@ -171,4 +279,6 @@ RULES = {
     "leaky_relu": _activation,
     "sigmoid": _activation,
     "tanh": _activation,
+    "mul": _mul,
+    "matmul": _matmul,
 }

@@ -96,7 +96,7 @@ def network_chain(network) -> IntervalChain | None:
 def fused_bounds(domain, network, lower: torch.Tensor, upper: torch.Tensor):
     """Unwidened output box ([B, n_outputs] each) by the fused chain, or None when the fast path does not apply
     (native kernels off, not an MLP chain, or the domain's rules for the ops involved are not the built-in ones)."""
-    from . import RULES
+    from .rules import RULES
     if lower.dtype not in (torch.float32, torch.float64) or not use_native(lower):
         return None
     for op in ("linear", "affine", "reshape", *_ACTS):
