@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     from nncert.engine.milp import milp_verify
     from nncert.engine.onnx_import import load_onnx
     from nncert.engine.registry import get_registry
-    from nncert.engine.verify import _pad_outputs, refutes
+    from nncert.engine.verify import refutes
     from nncert.engine.vnnlib import read_vnnlib
 
     root = shared_dir()
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         if onnx not in nets:
             nets[onnx] = load_onnx(bench / onnx)
         net = nets[onnx]
-        spec = _pad_outputs(read_vnnlib(bench / vnn, n_inputs=net.n_inputs, n_outputs=net.n_outputs), net)
+        spec = read_vnnlib(bench / vnn, n_inputs=net.n_inputs, n_outputs=net.n_outputs).padded(net.n_outputs)
         timeout = args.timeout if args.timeout is not None else float(tmo)
         tb = time.perf_counter()
         bounds_unsat = all(refutes(bound_dom, net, case) for case in spec.cases)

@@ -7,7 +7,7 @@ row's upper bound is the smallest any domain gave on the box or on any box conta
 not monotone in the box, so a child can bound worse than its parent).
 
 A box the chain leaves open, when the last domain offers `refute_conjunctions` (CROWN on ReLU MLPs), gets its
-last backward pass optimised for each open disjunct (engine.kernels.alpha: ReLU slopes and a non-negative
+last backward pass optimised for each open disjunct (plugins.crown.alpha: ReLU slopes and a non-negative
 combination of the disjunct's rows), which refutes conjunctions that no single row refutes. Domains may carry
 state from a box to its sub-boxes (Domain.bounds_refine; CROWN keeps hidden pre-activation bounds).
 

@@ -50,18 +50,14 @@ _NETS: dict = {}
 
 def run_one(row: dict, domain: str) -> dict:
     """Verify one instance; never raises (a bad instance is recorded as `error` with its message)."""
-    from .onnx_import import load_onnx
-    from .verify import verify
-    from .vnnlib import read_vnnlib
+    from .instance import load_model, verify_instance
     t0 = time.perf_counter()
     out = {"onnx": row["onnx"], "vnnlib": row["vnnlib"]}
     try:
         net = _NETS.get(row["onnx_path"])
         if net is None:
-            net = _NETS[row["onnx_path"]] = load_onnx(row["onnx_path"])
-        spec = read_vnnlib(row["vnnlib_path"], n_inputs=net.n_inputs, n_outputs=net.n_outputs)
-        budget = row["timeout"] - (time.perf_counter() - t0)
-        res = verify(net, spec, domain=domain, timeout=max(budget, 0.0) * 0.95)
+            net = _NETS[row["onnx_path"]] = load_model(row["onnx_path"])
+        res = verify_instance(row["onnx_path"], row["vnnlib_path"], domain, row["timeout"], started=t0, network=net)
         out.update(verdict=str(res.verdict), by=res.evidence.get("by"))
         if res.counterexample is not None:
             out["counterexample"] = res.counterexample

@@ -26,7 +26,7 @@ def _options(args) -> dict:
 
 
 def certify_dataset(args) -> int:
-    from .cli import load_model
+    from .instance import load_model
     from .data import load_dataset
     from .registry import get_registry
     from .report import certified_accuracy, plot_curve, summary, write_tsv

@@ -9,7 +9,6 @@ import argparse
 import enum
 import json
 import sys
-from pathlib import Path
 
 from .errors import BadInput, NncertError
 
@@ -23,23 +22,6 @@ class Exit(enum.IntEnum):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2
         raise BadInput(f"usage: {message} (see `{self.prog} --help`)")
-
-
-def load_model(path: str):
-    """An IR Network from an .onnx file."""
-    p = Path(path)
-    if not p.exists():
-        raise BadInput("file not found", path)
-    if p.suffix.lower() != ".onnx":
-        raise BadInput("model must be an .onnx file", path)
-    from .onnx_import import load_onnx
-    return load_onnx(p)
-
-
-def load_model_and_spec(model: str, spec: str):
-    from .vnnlib import read_vnnlib
-    net = load_model(model)
-    return net, read_vnnlib(spec, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
 
 
 def _print_json(obj) -> None:
@@ -75,9 +57,8 @@ def cmd_domains(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .verify import verify
-    net, spec = load_model_and_spec(args.model, args.spec)
-    res = verify(net, spec, domain=args.domain, timeout=args.timeout)
+    from .instance import verify_instance
+    res = verify_instance(args.model, args.spec, domain=args.domain, timeout=args.timeout)
     if args.json:
         _print_json(res.to_json())
     else:
@@ -90,8 +71,9 @@ def cmd_verify(args) -> int:
 
 
 def cmd_bounds(args) -> int:
+    from .instance import load_instance
     from .verify import output_bounds
-    net, spec = load_model_and_spec(args.model, args.spec)
+    net, spec = load_instance(args.model, args.spec)
     out = output_bounds(net, spec, args.domain)
     if args.json:
         _print_json(out)
@@ -110,6 +92,7 @@ def cmd_certify(args) -> int:
 
 
 def cmd_lipschitz(args) -> int:
+    from .instance import load_model
     from .registry import get_registry
     net = load_model(args.model)
     dom = get_registry().domain("liplt")

@@ -1,7 +1,8 @@
 """Memory budget for bounding passes: how many bytes a pass may hold in working tensors at once.
 
-`NNCERT_MEMORY` (bytes, or with a K/M/G suffix, e.g. `4G`) sets it; by default it is half of the memory the
-machine has available (MemAvailable) when the pass starts. Passes that would need more split their work into
+`NNCERT_MEMORY` (bytes, or with a K/M/G suffix, e.g. `4G`) sets it; by default it is the smaller of 2 GiB and
+half of the memory the machine has available (MemAvailable) when the pass starts: beyond a few hundred rows per
+chunk, larger chunks buy little speed. Passes that would need more split their work into
 chunks (CROWN: bound rows), so that a large network bounds in pieces instead of failing.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 
 from .errors import BadSetting
 
+DEFAULT = 2 * 2 ** 30
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
 
 
@@ -28,7 +30,7 @@ def budget() -> int:
     """Bytes a bounding pass may use for its working tensors."""
     s = os.environ.get("NNCERT_MEMORY", "").strip().upper().removesuffix("B")
     if not s:
-        return _available() // 2
+        return min(DEFAULT, _available() // 2)
     unit = s[-1] if s[-1] in _UNITS and not s[-1].isdigit() else ""
     try:
         v = float(s[:-1] if unit else s) * _UNITS[unit]

@@ -17,19 +17,20 @@ is the largest magnitude of the sound (CROWN/IBP) bounds of the disjunct's rows 
 bounds (the big-M constants). MARGIN_REL = 1e-5 is ~100x HiGHS's primal feasibility tolerance (1e-7) relative to
 the problem's magnitudes. We also give t the lower bound -margin, so the solver prunes every branch that cannot
 reach -margin (a cutoff); "infeasible" then means the maximum is < -margin as well. `sat` is reported only for a
-solver point whose input, re-run on the real model by engine.verify.recheck, lies in the unsafe set.
+solver point whose input, re-run on the real model by engine.counterexample.recheck, lies in the unsafe set.
 
 The claims are about the network in exact arithmetic with its float32 weights read as float64, the same
 convention as the bound domains (engine/verify.py).
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 
 import numpy as np
 import torch
+
+from .mlp import mlp_chain
 
 MARGIN_REL = 1e-5          # see module docstring
 MIN_SOLVE_SECONDS = 0.05   # do not start HiGHS with less time than this
@@ -41,50 +42,6 @@ MIP_HEURISTIC_EFFORT = 0.0 # HiGHS primal heuristics off: MILPs here mostly prov
 
 
 # ------------------------------------------------------------------------------------------------- network
-
-def mlp_chain(network) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """The network as affine maps [(W_1, b_1), ..., (W_L, b_L)] (float64) with a ReLU between consecutive maps,
-    on the flat input; None when it is not such a chain. Reshapes are free (C-order flattening is kept),
-    elementwise `affine` nodes and consecutive linear maps are composed into the neighbouring map."""
-    n = network.n_inputs
-    layers: list[tuple[np.ndarray, np.ndarray]] = []
-    W = np.eye(n)
-    b = np.zeros(n)
-    prev = network.input_name
-    for node in network.nodes:
-        if node.inputs != [prev]:
-            return None
-        p = node.params
-        if node.op == "reshape":
-            pass
-        elif node.op == "affine":
-            size = math.prod(node.shape)
-            s = (torch.ones(node.shape, dtype=torch.float64) * p["scale"].double()).reshape(-1).numpy() \
-                if "scale" in p else np.ones(size)
-            t = (torch.zeros(node.shape, dtype=torch.float64) + p["shift"].double()).reshape(-1).numpy() \
-                if "shift" in p else np.zeros(size)
-            if size != W.shape[0]:
-                return None
-            W, b = W * s[:, None], b * s + t
-        elif node.op == "linear":
-            if math.prod(node.shape[:-1]) != 1:
-                return None
-            Wl = p["W"].double().numpy()
-            bl = p["b"].double().numpy() if "b" in p else np.zeros(Wl.shape[0])
-            if Wl.shape[1] != W.shape[0]:
-                return None
-            W, b = Wl @ W, Wl @ b + bl
-        elif node.op == "relu":
-            layers.append((W, b))
-            W, b = np.eye(W.shape[0]), np.zeros(W.shape[0])
-        else:
-            return None
-        prev = node.name
-    if prev != network.output:
-        return None
-    layers.append((W, b))
-    return layers
-
 
 # ------------------------------------------------------------------------------------------------- bounds
 
@@ -98,7 +55,7 @@ def preactivation_bounds(layers, lo: np.ndarray, hi: np.ndarray, method: str = "
     """Sound, widened bounds [(l_k, u_k)] of every pre-activation z_k = W_k h_{k-1} + b_k (k < L) over the box.
 
     method "crown": the hidden bounds of one CROWN pass (engine.kernels.linear_bounds.crown_mlp), "alpha": those
-    tightened by alpha-CROWN (engine.kernels.alpha.alpha_hidden_bounds), each intersected with interval
+    tightened by alpha-CROWN (plugins.crown.alpha.alpha_hidden_bounds), each intersected with interval
     arithmetic from the previous layer's bounds; "ibp": interval arithmetic only.
     """
     hidden = None
@@ -110,9 +67,9 @@ def preactivation_bounds(layers, lo: np.ndarray, hi: np.ndarray, method: str = "
             lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
             _, _, inter = crown_mlp(lo_t, hi_t, Ws, bs, keep_inter=True)
             if method == "alpha":
-                from .kernels.alpha import alpha_hidden_bounds
+                from nncert.plugins.crown.alpha import alpha_hidden_bounds
                 inter = alpha_hidden_bounds(lo_t, hi_t, Ws, bs, inter)
-            from .kernels.alpha import split_hidden
+            from nncert.plugins.crown.alpha import split_hidden
             hidden = [(l[0].numpy(), u[0].numpy()) for l, u in
                       split_hidden(inter, [Ws[0].shape[1]] + [W.shape[0] for W in Ws])]
         except Exception:  # the kernels are optional: interval bounds stay sound
@@ -144,10 +101,10 @@ def _crown_rows(layers, lo, hi, C, d):
 
 
 def _alpha_refutes(layers, lo, hi, pre, C, d, weights: bool = False):
-    """Whether alpha-CROWN on the last pass (engine.kernels.alpha.optimise_conjunctions, with the sound hidden
+    """Whether alpha-CROWN on the last pass (plugins.crown.alpha.optimise_conjunctions, with the sound hidden
     bounds `pre`) proves the conjunction {C f(x) + d >= 0} empty on the box; with weights=True also the row
     weights lam [m] (numpy) it found (any non-negative weights give a sound single-row relaxation)."""
-    from .kernels.alpha import optimise_conjunctions
+    from nncert.plugins.crown.alpha import optimise_conjunctions
     from .numerics import refuted_combination, widen
     Ws = [torch.as_tensor(W) for W, _ in layers]
     bs = [torch.as_tensor(b) for _, b in layers]
@@ -454,16 +411,6 @@ def _last_rows(A, c, pre, lo, hi):
     return _widen(Ap @ hl + An @ hu + c, Ap @ hu + An @ hl + c)
 
 
-def _padded(spec, n_out):
-    """A copy of spec whose C matrices cover all n_out network outputs (a spec may name only the first Y_i)."""
-    from .spec import Case, Disjunct, Spec
-    if all(dj.C.shape[1] == n_out for case in spec.cases for dj in case.disjuncts):
-        return spec
-    cases = [Case(case.input_set, [Disjunct(torch.cat([dj.C, dj.C.new_zeros(dj.C.shape[0], n_out - dj.C.shape[1])], 1),
-                                            dj.d) for dj in case.disjuncts]) for case in spec.cases]
-    return Spec(cases, spec.n_inputs, n_out, spec.source, dict(spec.meta))
-
-
 def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None, threads: int = 1,
                 attack: bool = True, tighten: bool = True, relu_bab: bool = True):
     """Complete check of spec on a ReLU MLP by one MILP per disjunct (see the module docstring for guarantees).
@@ -476,11 +423,11 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
     layers 2.. with dual-certified bounds (lp_dual_bound), up to TIGHTEN_FRACTION of the time left, before the
     MILPs of the disjuncts still open.
     Returns (verdict in {"sat", "unsat", "unknown", "timeout"}, counterexample dict or None, stats dict).
-    `unsat` needs every disjunct of every case refuted with margin; `sat` needs verify.recheck to confirm the point.
+    `unsat` needs every disjunct of every case refuted with margin; `sat` needs counterexample.recheck to confirm the point.
     Networks other than linear/relu chains (reshape and elementwise affine allowed) and input sets other than
     boxes / l_inf balls give "unknown" at once.
     """
-    from .verify import recheck
+    from .counterexample import recheck
     t0 = time.perf_counter()
     stats = {"milps": 0, "binaries": 0, "refuted": 0, "lps": 0, "seconds": 0.0}
 
@@ -500,7 +447,7 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
         if s.kind not in ("box", "lp") or (s.kind == "lp" and s.p != float("inf")):
             return finish("unknown", reason="only box / l_inf input sets")
     method = bounds_domain or "alpha"
-    spec = _padded(spec, WL.shape[0])
+    spec = spec.padded(WL.shape[0])
     if attack:
         from .attack import pgd_case
         stop = min(deadline, t0 + ATTACK_FRACTION * (deadline - t0))

@@ -121,6 +121,16 @@ class Spec:
             if not c.disjuncts:
                 raise BadInput("spec has an input region with no output constraint", self.source)
 
+    def padded(self, n_outputs: int) -> "Spec":
+        """This spec with every C matrix widened by zero columns to n_outputs network outputs (a spec may name only
+        the first Y_i); a new Spec (self when nothing needs widening), never a mutation."""
+        if all(dj.C.shape[1] == n_outputs for c in self.cases for dj in c.disjuncts):
+            return self if self.n_outputs == n_outputs else Spec(self.cases, self.n_inputs, n_outputs, self.source,
+                                                                  dict(self.meta))
+        cases = [Case(c.input_set, [Disjunct(torch.cat([dj.C, dj.C.new_zeros(dj.C.shape[0], n_outputs - dj.C.shape[1])],
+                                                       1), dj.d) for dj in c.disjuncts]) for c in self.cases]
+        return Spec(cases, self.n_inputs, n_outputs, self.source, dict(self.meta))
+
     def unsafe(self, x: torch.Tensor, y: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
         """Per-row: flat input x [N, n_inputs] with output y [N, n_outputs] lies in the unsafe set."""
         out = torch.zeros(x.shape[0], dtype=torch.bool)

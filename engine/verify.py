@@ -15,6 +15,7 @@ import torch
 from .domain import Result, Verdict
 from .errors import BadInput
 from .numerics import refuted
+from .counterexample import recheck
 from .spec import Box, Case, Spec
 
 # the cheap domains run first under --domain auto
@@ -33,26 +34,6 @@ def check_compatible(network, spec: Spec) -> None:
     if spec.n_outputs > network.n_outputs:
         raise BadInput(f"spec declares {spec.n_outputs} outputs Y_i but the network has {network.n_outputs}",
                        spec.source)
-
-
-def _pad_outputs(spec: Spec, network) -> Spec:
-    """Widen C matrices to the network's output count (a spec may name only the first Y_i)."""
-    n = network.n_outputs
-    for case in spec.cases:
-        for dj in case.disjuncts:
-            if dj.C.shape[1] < n:
-                dj.C = torch.cat([dj.C, dj.C.new_zeros(dj.C.shape[0], n - dj.C.shape[1])], dim=1)
-    spec.n_outputs = n
-    return spec
-
-
-def run_model(network, x: torch.Tensor) -> torch.Tensor:
-    """The real network on flat inputs [N, n_inputs]: onnxruntime when the model came from ONNX, else float32 IR."""
-    if network.onnx_bytes is not None:
-        from .ort import run_onnx
-        return torch.as_tensor(run_onnx(network, x.cpu().numpy()), dtype=torch.float64)
-    with torch.no_grad():
-        return network.to(torch.float32).forward_flat(x.to(torch.float32)).to(torch.float64)
 
 
 def candidate_points(box: Box, n_random: int, generator: torch.Generator) -> torch.Tensor:
@@ -89,34 +70,6 @@ def falsify(network, spec: Spec, n_random: int = 1000, seed: int = 0) -> dict | 
     return None
 
 
-def to_float32_inside(x: torch.Tensor, box: Box) -> torch.Tensor:
-    """Round flat points to float32 (what the model consumes), nudged by one ulp back inside the box when
-    rounding left it; returned as float64 holding float32 values."""
-    x32 = x.to(torch.float32)
-    up = torch.nextafter(x32, torch.full_like(x32, float("inf")))
-    down = torch.nextafter(x32, torch.full_like(x32, -float("inf")))
-    x32 = torch.where(x32.double() < box.lower, up, x32)
-    x32 = torch.where(x32.double() > box.upper, down, x32)
-    return x32.to(torch.float64)
-
-
-def recheck(network, spec: Spec, x: torch.Tensor) -> dict | None:
-    """The first of the candidate flat inputs x [N, n] that is a true counterexample on the real model, or None.
-
-    x is rounded to float32 (the precision the model consumes, kept inside each region's box), then must lie in
-    an input region and its real output (onnxruntime for ONNX models) must satisfy a disjunct exactly.
-    """
-    for case in spec.cases:
-        x32 = to_float32_inside(x, case.input_set.bounding_box())
-        y = run_model(network, x32)
-        ok = Spec([case], spec.n_inputs, spec.n_outputs).unsafe(x32, y)
-        idx = ok.nonzero().flatten()
-        if len(idx):
-            i = int(idx[0])
-            return {"x": x32[i].tolist(), "y": y[i].tolist()}
-    return None
-
-
 def refutes(domain, network, case: Case, dtype=torch.float64) -> bool:
     """True when the domain's bounds prove no input in the case's region reaches any of its disjuncts."""
     box = case.input_set.bounding_box()
@@ -146,7 +99,7 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
     t0 = time.perf_counter()
     deadline = float("inf") if timeout is None else t0 + timeout
     check_compatible(network, spec)
-    spec = _pad_outputs(spec, network)
+    spec = spec.padded(network.n_outputs)
     names = [n for n in AUTO_ORDER if n in reg.domains] if domain == "auto" else [domain]
     domains = [reg.domain(n) for n in names]
     for d in domains:

@@ -19,12 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import BadInput
     try:
         budget = float(timeout)
-        from .onnx_import import load_onnx
-        from .verify import verify
-        from .vnnlib import format_counterexample, read_vnnlib
-        net = load_onnx(onnx_path)
-        spec = read_vnnlib(spec_path, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
-        res = verify(net, spec, domain="auto", timeout=max(0.0, 0.95 * budget - (time.perf_counter() - t0)))
+        from .instance import verify_instance
+        from .vnnlib import format_counterexample
+        res = verify_instance(onnx_path, spec_path, "auto", budget, started=t0)
         text = str(res.verdict)
         if res.counterexample is not None:
             text += "\n" + format_counterexample(res.counterexample["x"], res.counterexample["y"])

@@ -7,7 +7,8 @@ import torch
 from nncert.engine.data import shared_dir
 from nncert.engine.registry import get_registry
 from nncert.engine.spec import Box, Case, Disjunct, Spec
-from nncert.engine.verify import recheck, verify
+from nncert.engine.counterexample import recheck
+from nncert.engine.verify import verify
 
 from netgen import random_mlp
 

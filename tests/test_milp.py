@@ -17,7 +17,8 @@ from scipy.optimize import linprog
 from torch import nn
 
 from nncert.engine.data import shared_dir
-from nncert.engine.milp import mlp_chain, milp_verify, preactivation_bounds
+from nncert.engine.milp import milp_verify, preactivation_bounds
+from nncert.engine.mlp import mlp_chain
 from nncert.engine.spec import Box, Case, Disjunct, Spec
 from nncert.engine.torch_import import from_torch
 
@@ -188,15 +189,14 @@ def test_mnist_fc_never_contradicts_truth():
     if root is None:
         pytest.skip("shared data (/work/shared) not found")
     from nncert.engine.onnx_import import load_onnx
-    from nncert.engine.verify import _pad_outputs
-    from nncert.engine.verify import recheck as verify_recheck
+    from nncert.engine.counterexample import recheck as verify_recheck
     from nncert.engine.vnnlib import read_vnnlib
     bench = root / "benchmarks" / "mnist_fc"
     rows = [r for r in csv.DictReader(open(bench / "truth.csv")) if "256x2" in r["onnx"]]
     net = load_onnx(bench / rows[0]["onnx"])
     solved = 0
     for r in rows[:2] + rows[3:5]:
-        spec = _pad_outputs(read_vnnlib(bench / r["vnnlib"], n_inputs=net.n_inputs, n_outputs=net.n_outputs), net)
+        spec = read_vnnlib(bench / r["vnnlib"], n_inputs=net.n_inputs, n_outputs=net.n_outputs).padded(net.n_outputs)
         verdict, cex, _ = milp_verify(net, spec, time.perf_counter() + 10)
         if verdict in ("sat", "unsat"):
             solved += 1

@@ -18,6 +18,7 @@ import torch
 from nncert.engine.onnx_import import load_onnx
 from nncert.engine.ort import run_onnx
 from nncert.engine.registry import _collect, make_plugin_manager, use_registry
+from plugin_dist import install_plugin
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -65,15 +66,8 @@ PLUGIN = textwrap.dedent('''
 
 @pytest.fixture()
 def softsign_dist(tmp_path, monkeypatch):
-    """The plugin as a real distribution: a package and a dist-info with an `nncert` entry point."""
-    (tmp_path / "nncert_softsign").mkdir()
-    (tmp_path / "nncert_softsign" / "__init__.py").write_text(PLUGIN)
-    di = tmp_path / "nncert_softsign-0.1.dist-info"
-    di.mkdir()
-    (di / "METADATA").write_text("Metadata-Version: 2.1\nName: nncert-softsign\nVersion: 0.1\n")
-    (di / "entry_points.txt").write_text("[nncert]\nsoftsign = nncert_softsign\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    """The plugin installed as a real distribution with an `nncert` entry point."""
+    return install_plugin(tmp_path, monkeypatch, "nncert_softsign", "softsign", PLUGIN)
 
 
 def _model(path):

@@ -14,6 +14,7 @@ from nncert.engine.spec import Box, Case, Disjunct, Spec
 from nncert.engine.verify import verify
 
 from netgen import random_mlp
+from plugin_dist import install_plugin
 
 TOY = textwrap.dedent('''
     """A third-party domain: interval arithmetic by its own rules, registered through an entry point."""
@@ -55,15 +56,8 @@ TOY = textwrap.dedent('''
 
 @pytest.fixture()
 def toy_dist(tmp_path, monkeypatch):
-    """Install the toy plugin as a real distribution: a package and a dist-info with an `nncert` entry point."""
-    (tmp_path / "nncert_toy").mkdir()
-    (tmp_path / "nncert_toy" / "__init__.py").write_text(TOY)
-    di = tmp_path / "nncert_toy-0.1.dist-info"
-    di.mkdir()
-    (di / "METADATA").write_text("Metadata-Version: 2.1\nName: nncert-toy\nVersion: 0.1\n")
-    (di / "entry_points.txt").write_text("[nncert]\ntoy = nncert_toy\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    """The toy plugin installed as a real distribution with an `nncert` entry point."""
+    return install_plugin(tmp_path, monkeypatch, "nncert_toy", "toy", TOY)
 
 
 def _safe_spec(net, centre, eps):

@@ -435,3 +435,18 @@ def test_bad_counterexamples():
         parse_counterexample("((X_0 1.0)\n (Y_0 0.5)", "ce")
     with pytest.raises(BadInput, match="NaN"):
         format_counterexample([float("nan")], [0.0])
+
+
+def test_padded_spec_is_a_copy():
+    """Spec.padded widens C with zero columns in a new Spec and leaves the original untouched."""
+    import torch
+    from nncert.engine.spec import Box, Case, Disjunct, Spec
+    C = torch.tensor([[1.0, -1.0]])
+    spec = Spec([Case(Box(torch.zeros(2), torch.ones(2)), [Disjunct(C, torch.tensor([0.5]))])], 2, 2)
+    wide = spec.padded(4)
+    assert wide is not spec and wide.n_outputs == 4 and spec.n_outputs == 2
+    assert spec.cases[0].disjuncts[0].C.shape == (1, 2)
+    assert torch.equal(wide.cases[0].disjuncts[0].C, torch.tensor([[1.0, -1.0, 0.0, 0.0]]))
+    y = torch.tensor([[2.0, 0.0, 7.0, -3.0]])
+    assert bool(wide.unsafe(torch.full((1, 2), 0.5), y)) == bool(spec.unsafe(torch.full((1, 2), 0.5), y[:, :2]))
+    assert spec.padded(2) is spec

@@ -14,7 +14,6 @@ import os
 import threading
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import BadSetting
 

@@ -4,7 +4,7 @@ Guarantee: for every x in the input set, lo <= C @ f(x) <= hi in exact arithmeti
 widened outward (engine.numerics.widen) for floating-point rounding. Pass float64 inputs on verdict paths.
 Computes in the dtype of the inputs. Input sets: boxes (`bounds`) and l2 balls (`bounds_l2`).
 
-ReLU MLPs given as boxes (optionally behind elementwise affine / reshape input layers, e.g. ACAS Xu's input
+ReLU MLPs given as boxes (engine.mlp: reshapes and elementwise affines folded in, e.g. ACAS Xu's input
 normalisation) run through `engine.kernels.linear_bounds.crown_mlp` (one native call for the whole pass, or its
 torch reference); every other network through the generic DAG propagation of plugins.crown.propagate. Both compute
 the same bounds (same relaxations, same intermediate-bound procedure).
@@ -18,7 +18,8 @@ import torch
 from nncert.engine.domain import Domain
 from nncert.engine.errors import BadInput
 from nncert.engine.kernels import linear_bounds as lb
-from nncert.engine.kernels.alpha import HIDDEN_ITERS, HIDDEN_LR, ITERS, alpha_hidden_bounds, optimise_conjunctions
+from nncert.engine.mlp import mlp_layers
+from .alpha import HIDDEN_ITERS, HIDDEN_LR, ITERS, alpha_hidden_bounds, optimise_conjunctions
 from nncert.engine.numerics import refuted_combination, widen
 
 from .propagate import concretize_box, concretize_l2, crown_bounds
@@ -54,61 +55,19 @@ def _check_box(network, lower, upper):
 
 
 class MLPView:
-    """A network seen as: elementwise affine/reshape input layers, then linear (relu linear)*; or None."""
+    """A ReLU MLP (linear (relu linear)*, with reshapes and elementwise affines folded in: engine.mlp, the one MLP
+    view) as the weights of the native CROWN pass; `of` gives None for any other network."""
 
-    def __init__(self, prefix, Ws, bs):
-        self.prefix, self.Ws, self.bs = prefix, Ws, bs
-        self._packed, self._prefix = {}, {}
+    def __init__(self, Ws, bs):
+        self.Ws, self.bs = Ws, bs
+        self._packed = {}
 
     @classmethod
     def of(cls, network):
-        nodes, prev = network.nodes, network.input_name
-        prefix, i = [], 0
-        while i < len(nodes) and nodes[i].op in ("affine", "reshape"):
-            n = nodes[i]
-            if n.inputs != [prev] or math.prod(n.shape) != network.n_inputs:
-                return None
-            if n.op == "affine":
-                in_shape = nodes[i - 1].shape if i else network.input_shape
-                if tuple(n.shape) != tuple(in_shape):
-                    return None
-                prefix.append(n)
-            prev, i = n.name, i + 1
-        Ws, bs, expect = [], [], "linear"
-        for n in nodes[i:]:
-            if n.op != expect or n.inputs != [prev]:
-                return None
-            if n.op == "linear":
-                if math.prod(n.shape[:-1]) != 1:
-                    return None
-                Ws.append(n.params["W"])
-                bs.append(n.params.get("b"))
-            expect = "relu" if n.op == "linear" else "linear"
-            prev = n.name
-        if not Ws or expect != "relu" or prev != network.output:
+        layers = mlp_layers(network)
+        if layers is None or [act for _, _, act, _ in layers] != ["relu"] * (len(layers) - 1) + ["none"]:
             return None
-        return cls(prefix, Ws, bs)
-
-    def map_box(self, lo, hi):
-        """Image of the flat input box under the elementwise affine prefix (exact up to rounding)."""
-        for s, t in self._prefix_params(lo.dtype, lo.device):
-            if s is not None:
-                lo, hi = torch.minimum(lo * s, hi * s), torch.maximum(lo * s, hi * s)
-            if t is not None:
-                lo, hi = lo + t, hi + t
-        return lo, hi
-
-    def _prefix_params(self, dtype, device):
-        """Per prefix layer, its scale and shift as flat [1, n] rows (None where absent), cached per dtype/device."""
-        key = (dtype, str(device))
-        if key not in self._prefix:
-            def flat(n, name):
-                if name not in n.params:
-                    return None
-                full = torch.zeros(n.shape, dtype=dtype, device=device) + n.params[name].to(dtype=dtype, device=device)
-                return full.reshape(1, -1)
-            self._prefix[key] = [(flat(n, "scale"), flat(n, "shift")) for n in self.prefix]
-        return self._prefix[key]
+        return cls([W for W, _, _, _ in layers], [b for _, b, _, _ in layers])
 
     def packed(self, dtype, device):
         """The weights packed for the native CPU kernel (cached per dtype); None on a GPU, which does not use them."""
@@ -170,8 +129,7 @@ class Crown(Domain):
         view = self._mlp_view(network) if mlp_fast_path else None
         if view is not None:
             Cm = None if C is None else _check_C(C, B, network.n_outputs, dt, dev)
-            lo, hi = view.map_box(lower, upper)
-            out = lb.crown_mlp(lo, hi, view.Ws, view.bs, Cm, packed=view.packed(dt, dev))
+            out = lb.crown_mlp(lower, upper, view.Ws, view.bs, Cm, packed=view.packed(dt, dev))
         else:
             Cm = None if C is None else _check_C(C, B, network.n_outputs, dt, dev)
             out = self._crown(network, lower, upper, concretize_box(lower, upper), Cm)
@@ -188,7 +146,7 @@ class Crown(Domain):
         _check_box(network, lower, upper)
         B, dt, dev = lower.shape[0], lower.dtype, lower.device
         Cm = None if C is None else _check_C(C, B, network.n_outputs, dt, dev)
-        lo, hi = view.map_box(lower, upper.to(dt))
+        lo, hi = lower, upper.to(dt)
         lo_out, hi_out, inter = lb.crown_mlp(lo, hi, view.Ws, view.bs, Cm, packed=view.packed(dt, dev), prior=state,
                                              keep_inter=True)
         return (*widen(lo_out, hi_out), inter)
@@ -197,7 +155,7 @@ class Crown(Domain):
         """For ReLU MLPs with hidden bounds `state` (from bounds_refine on these boxes): per box and disjunct
         {C_r y + d_r >= 0 for the rows r with owner[r] = k}, (refuted [B, G] bool, value [B, G]) where refuted means
         the disjunct is proven empty on the box and value is the bound of sum_r lam_r (C_r y + d_r) found
-        (engine.kernels.alpha; its lam optimised, < 0 when refuted up to rounding; +inf off `todo` [B, G], the
+        (plugins/crown/alpha.py; its lam optimised, < 0 when refuted up to rounding; +inf off `todo` [B, G], the
         pairs to work on, default all). None for other networks.
 
         The combined row sum_r lam_r C_r W_L is formed in float64 like every CROWN row; the domain's widening
@@ -206,7 +164,7 @@ class Crown(Domain):
         if view is None or state is None:
             return None
         dt = lower.dtype
-        lo, hi = view.map_box(lower, upper.to(dt))
+        lo, hi = lower, upper.to(dt)
         Ws = [W.to(dt) for W in view.Ws]
         bs = [None if b is None else b.to(dt) for b in view.bs]
         with torch.enable_grad():
@@ -235,7 +193,7 @@ class AlphaCrown(Crown):
     """alpha-CROWN (Xu et al. 2021): CROWN with the lower ReLU slopes optimised per bound, for ReLU MLPs on boxes.
 
     Hidden bounds are tightened layer by layer and every output row gets slopes of its own
-    (engine.kernels.alpha, HIDDEN_ITERS / ITERS Adam steps); the result is intersected with plain CROWN, so it is
+    (plugins/crown/alpha.py, HIDDEN_ITERS / ITERS Adam steps); the result is intersected with plain CROWN, so it is
     never looser. Cost: about (number of steps) plain CROWN passes, in torch. Other networks and l2 balls get
     plain CROWN."""
 
@@ -249,7 +207,7 @@ class AlphaCrown(Crown):
         lo_c, hi_c, state = self.bounds_refine(network, lower, upper, C)
         B, dt = lower.shape[0], lower.dtype
         Cm = _check_C(C, B, network.n_outputs, dt, lower.device)
-        lo, hi = view.map_box(lower, upper.to(dt))
+        lo, hi = lower, upper.to(dt)
         Ws = [W.to(dt) for W in view.Ws]
         bs = [None if b is None else b.to(dt) for b in view.bs]
         with torch.enable_grad():

@@ -76,7 +76,6 @@ def _conv2d(node, Lam, ctx):
 
 
 def _affine(node, Lam, ctx):
-    shape = node.shape
     bias = None
     if "shift" in node.params:
         bias = _sum_rest(Lam * ctx.param(node, "shift"))

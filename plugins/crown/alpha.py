@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from ..optim import Adam
-from .linear_bounds import concretize_box_torch, relu_relax
+from nncert.engine.optim import Adam
+from nncert.engine.kernels.linear_bounds import concretize_box_torch, relu_relax
 
 ITERS, LR = 8, 0.3              # conjunctions (box-splitting search: many boxes, cheap steps)
 HIDDEN_ITERS, HIDDEN_LR = 20, 0.1
