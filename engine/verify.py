@@ -16,6 +16,7 @@ from .domain import Result, Verdict
 from .errors import BadInput
 from .numerics import refuted
 from .counterexample import recheck
+from .deadline import OutOfTime, within
 from .spec import Box, Case, Spec
 
 # the cheap domains run first under --domain auto
@@ -117,7 +118,12 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
     for d in domains:
         if time.perf_counter() > deadline:
             return done(Verdict.TIMEOUT, None)
-        if all(refutes(d, network, case) for case in spec.cases):
+        try:
+            with within(deadline):
+                proved = all(refutes(d, network, case) for case in spec.cases)
+        except OutOfTime:  # the pass was cut short (only with a timeout): no bound, so no verdict from it
+            return done(Verdict.TIMEOUT, None)
+        if proved:
             return done(Verdict.UNSAT, d.name)
     low_dim = network.n_inputs <= BAB_MAX_INPUTS
     if attack:

@@ -547,3 +547,30 @@ def test_alpha_crown_sound_and_never_looser(name):
         assert (y >= al).all() and (y <= au).all()
         gain.append(float(((cu - cl) - (au - al)).sum() / (cu - cl).sum()))
     print(f"{name}: alpha-crown narrows CROWN's total width by {100 * sum(gain) / len(gain):.1f}% on average")
+
+
+def test_crown_pass_past_its_deadline_gives_no_verdict(monkeypatch):
+    """A CROWN pass that runs past the verify deadline stops (engine/deadline.py) and verify answers timeout, never
+    unsat, even for a property CROWN proves when given the time."""
+    import time
+    from nncert.engine import deadline
+    from nncert.engine.deadline import OutOfTime, within
+    from nncert.engine.spec import Box, Case, Disjunct, Spec
+    from nncert.engine.verify import verify
+    from netgen import random_cnn
+    net = random_cnn(seed=0).to(torch.float64)
+    crown = get_registry().domain("crown")
+    lo, hi = -0.01 * torch.ones(1, 64, dtype=torch.float64), 0.01 * torch.ones(1, 64, dtype=torch.float64)
+    with pytest.raises(OutOfTime), within(time.perf_counter() - 1.0):
+        crown.bounds(net, lo, hi)
+    _, up = crown.bounds(net, lo, hi)
+    spec = Spec([Case(Box(lo[0], hi[0]), [Disjunct(torch.eye(3)[:1], -(up[0, :1] + 1.0))])], 64, 3)
+    assert verify(net, spec, domain="crown", timeout=60).verdict == "unsat"
+    calls = []
+
+    def slow_check():  # the clock runs out after the first chunk of bound rows
+        calls.append(1)
+        if len(calls) > 1:
+            raise OutOfTime("deadline passed")
+    monkeypatch.setattr(deadline, "check", slow_check)
+    assert verify(net, spec, domain="crown", timeout=60).verdict == "timeout"

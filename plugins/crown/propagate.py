@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from nncert.engine import memory
+from nncert.engine import deadline, memory
 from nncert.engine.kernels import linear_bounds as lb
 from nncert.engine.propagate import backward, forward
 
@@ -60,6 +60,7 @@ def concretize_l2(center, eps):
 def backward_lower(network, target: str, A: torch.Tensor, ctx: Ctx, rule_for, concretize) -> torch.Tensor:
     """Lower bound [B, m] of sum(A * value(target)) over the input set; A [B, m, *shape(target)]."""
     B, m = A.shape[:2]
+    deadline.check()  # each chunk of rows is one unit of work (engine/deadline.py)
     L, bias = backward(network, target, A, rule_for, ctx)
     if L is None:  # the target does not depend on the input
         return bias
