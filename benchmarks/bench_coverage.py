@@ -122,7 +122,7 @@ def _ort_session(path: str):
 
 def ort_outputs(onnx_path: Path, x: np.ndarray) -> np.ndarray:
     """Flat outputs [N, m] of the original model; x flat [N, n] (cast to the model's input type)."""
-    from nncert.engine.ort import run_onnx
+    from nncert.engine.io.ort import run_onnx
     try:
         return run_onnx(onnx_path, x)
     except Exception:
@@ -151,7 +151,7 @@ def sample_points(lo: np.ndarray, hi: np.ndarray, k: int, rng) -> np.ndarray:
 @functools.lru_cache(maxsize=2)
 def _ir_network(path: str):
     import torch
-    from nncert.engine.onnx_import import load_onnx
+    from nncert.engine.io.onnx_import import load_onnx
     return load_onnx(path).to(torch.float64)
 
 
@@ -159,7 +159,7 @@ def check(onnx_path: Path, vnnlib: Path, regions: list, k: int, rtol: float) -> 
     """(samples, samples whose onnxruntime outputs leave the bounds by > rtol * max(1, |y|), samples whose float64
     outputs (the imported network run in float64) leave them by > 1e-9 * max(1, |y|))."""
     import torch
-    from nncert.engine.vnnlib import read_vnnlib
+    from nncert.engine.io.vnnlib import read_vnnlib
     cases = read_vnnlib(vnnlib).cases
     if len(cases) != len(regions):
         raise ValueError(f"{len(regions)} regions for {len(cases)} input boxes")

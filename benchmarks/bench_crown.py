@@ -31,9 +31,9 @@ import time
 import torch
 
 from nncert.engine import kernels
-from nncert.engine.data import shared_dir
+from nncert.engine.io.data import shared_dir
 from nncert.engine.kernels import linear_bounds as lb
-from nncert.engine.onnx_import import load_onnx
+from nncert.engine.io.onnx_import import load_onnx
 from nncert.engine.registry import get_registry
 from nncert.plugins.crown.domain import MLPView
 
@@ -144,7 +144,7 @@ def speed(crown, sd, big, torch_big, runs, name, pick, dev):
 
 
 def count_unsat(crown, sd):
-    from nncert.engine.vnnlib import read_vnnlib
+    from nncert.engine.io.vnnlib import read_vnnlib
     for name in ("acasxu", "mnist_fc"):
         bench = sd / "benchmarks" / name
         truth = {(r["onnx"], r["vnnlib"]): r["answer"] for r in csv.DictReader(open(bench / "truth.csv"))}

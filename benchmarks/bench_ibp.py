@@ -16,9 +16,9 @@ import time
 import torch
 
 from nncert.engine import kernels
-from nncert.engine.data import shared_dir
+from nncert.engine.io.data import shared_dir
 from nncert.engine.kernels.interval import interval_chain_torch
-from nncert.engine.onnx_import import load_onnx
+from nncert.engine.io.onnx_import import load_onnx
 from nncert.engine.registry import get_registry
 from nncert.plugins.ibp.fused import network_chain
 
@@ -50,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     root = shared_dir()
     if root is None:
-        raise SystemExit("shared data directory not found (nncert.engine.data.shared_dir)")
+        raise SystemExit("shared data directory not found (nncert.engine.io.data.shared_dir)")
     torch.set_num_threads(args.threads)
     kernels.set_threads(args.threads)
     info = kernels.info()

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_milp.py [--timeout S] [--limit N] [--net 256x2] [--bounds crown|ibp]
 
-Per instance: the CROWN bounding pass alone (engine.verify.refutes: unsat or nothing), then engine.milp.milp_verify
+Per instance: the CROWN bounding pass alone (engine.verify.refutes: unsat or nothing), then engine.search.milp.milp_verify
 with the csv's timeout (or --timeout). Prints one line per instance and a per-network table: solved (sat/unsat),
 wrong (contradicting truth.csv), unsolved, bounds-only unsat count, and total MILP time.
 """
@@ -25,12 +25,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from nncert.engine.data import shared_dir
-    from nncert.engine.milp import milp_verify
-    from nncert.engine.onnx_import import load_onnx
+    from nncert.engine.io.data import shared_dir
+    from nncert.engine.search.milp import milp_verify
+    from nncert.engine.io.onnx_import import load_onnx
     from nncert.engine.registry import get_registry
     from nncert.engine.verify import refutes
-    from nncert.engine.vnnlib import read_vnnlib
+    from nncert.engine.io.vnnlib import read_vnnlib
 
     root = shared_dir()
     if root is None:

@@ -34,7 +34,7 @@ def base_model(kind: str, form: str = "torch"):
                           nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
                           nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10)).eval()
     if form == "ir":
-        from nncert.engine.torch_import import from_torch
+        from nncert.engine.io.torch_import import from_torch
         return from_torch(m, (1, 28, 28))
     return m
 

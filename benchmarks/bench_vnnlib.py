@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from nncert.engine.data import shared_dir
-from nncert.engine.vnnlib import _tokenize, read_vnnlib
+from nncert.engine.io.data import shared_dir
+from nncert.engine.io.vnnlib import _tokenize, read_vnnlib
 
 
 def best(fn, repeat: int) -> float:

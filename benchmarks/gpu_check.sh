@@ -24,8 +24,8 @@ echo "bench: ${SECONDS}s"
 timeout 120 python - <<'PY' 2>&1 | tee "$OUT/profile.log" | tail -22
 import torch
 from torch.profiler import ProfilerActivity, profile
-from nncert.engine.data import shared_dir
-from nncert.engine.onnx_import import load_onnx
+from nncert.engine.io.data import shared_dir
+from nncert.engine.io.onnx_import import load_onnx
 from nncert.engine.registry import get_registry
 dev = torch.device("cuda")
 crown = get_registry().domain("crown")

@@ -52,7 +52,7 @@ def run_one(row: dict, domain: str) -> dict:
     """Verify one instance; never raises (a bad instance is recorded as `error` with its message)."""
     from .instance import load_model, verify_instance
     t0 = time.perf_counter()
-    out = {"onnx": row["onnx"], "vnnlib": row["vnnlib"]}
+    out = {"onnx": row["onnx"], "vnnlib": row["vnnlib"], "timeout": row["timeout"]}
     try:
         net = _NETS.get(row["onnx_path"])
         if net is None:
@@ -93,6 +93,11 @@ def bench(args) -> int:
         out.unlink()
     done = _done_keys(out) if args.resume else set()
     todo = [r for r in rows if (r["onnx"], r["vnnlib"]) not in done]
+    cap = getattr(args, "max_timeout", None)
+    if cap is not None:
+        if not cap > 0:
+            raise BadInput(f"--max-timeout must be positive, got {cap}")
+        todo = [{**r, "timeout": min(r["timeout"], cap)} for r in todo]
     results = []
     if out.exists():
         results = [json.loads(line) for line in out.read_text().splitlines() if line.strip().endswith("}")]

@@ -27,7 +27,7 @@ def _options(args) -> dict:
 
 def certify_dataset(args) -> int:
     from .instance import load_model
-    from .data import load_dataset
+    from .io.data import load_dataset
     from .registry import get_registry
     from .report import certified_accuracy, plot_curve, summary, write_tsv
 

@@ -64,7 +64,7 @@ def cmd_verify(args) -> int:
     else:
         print(res.verdict)
         if res.counterexample is not None:
-            from .vnnlib import format_counterexample
+            from .io.vnnlib import format_counterexample
             print(format_counterexample(res.counterexample["x"], res.counterexample["y"]))
         print(f"domain={res.domain} seconds={res.seconds:.4f}")
     return Exit.OK
@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1)
     s.add_argument("--truth", help="truth.csv (default: the one beside the CSV, if any)")
     s.add_argument("--domain", default="auto")
+    s.add_argument("--max-timeout", type=float, metavar="S",
+                   help="cap every instance's timeout at S seconds (the CSV's timeout where lower)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_bench)
 

@@ -11,7 +11,7 @@ from .spec import Box, Spec
 def run_model(network, x: torch.Tensor) -> torch.Tensor:
     """The real network on flat inputs [N, n_inputs]: onnxruntime when the model came from ONNX, else float32 IR."""
     if network.onnx_bytes is not None:
-        from .ort import run_onnx
+        from .io.ort import run_onnx
         return torch.as_tensor(run_onnx(network, x.cpu().numpy()), dtype=torch.float64)
     with torch.no_grad():
         return network.to(torch.float32).forward_flat(x.to(torch.float32)).to(torch.float64)

@@ -136,6 +136,17 @@ class Domain:
         tighten the bounds, which stay sound for the box. The default keeps no state."""
         return (*self.bounds(network, lower, upper, C), None)
 
+    def bab_root(self, network, lower: torch.Tensor, upper: torch.Tensor):
+        """Branch-and-bound protocol (optional): the state branch_and_bound starts from on the box
+        [lower, upper] ([1, n_inputs], float64), or None when the domain offers no branch and bound."""
+        return None
+
+    def branch_and_bound(self, state, C: torch.Tensor, d: torch.Tensor, deadline: float, is_cex):
+        """Decide the disjunct {C y + d >= 0} on the box of `state` before `deadline` (time.perf_counter()):
+        ("unsat" | "sat" | "timeout" | "unknown", counterexample or None, stats). is_cex(x [K, n]) re-checks
+        candidate inputs on the real model and returns a counterexample or None."""
+        raise NotImplementedError
+
     def certify(self, model, x: torch.Tensor, y: torch.Tensor, options: dict) -> list[dict]:
         """Per-sample certificates for inputs x [N, *input_shape] with labels y [N].
 

@@ -19,13 +19,13 @@ def load_model(path):
         raise BadInput("file not found", str(path))
     if p.suffix.lower() != ".onnx":
         raise BadInput("model must be an .onnx file", str(path))
-    from .onnx_import import load_onnx
+    from .io.onnx_import import load_onnx
     return load_onnx(p)
 
 
 def load_instance(model, spec, network=None):
     """(network, spec): the model (or the already loaded `network`) and its VNN-LIB spec checked against it."""
-    from .vnnlib import read_vnnlib
+    from .io.vnnlib import read_vnnlib
     net = network if network is not None else load_model(model)
     return net, read_vnnlib(spec, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
 

@@ -17,6 +17,7 @@ from .errors import BadInput
 from .numerics import refuted
 from .counterexample import recheck
 from .deadline import OutOfTime, within
+from .mlp import mlp_chain
 from .spec import Box, Case, Spec
 
 # the cheap domains run first under --domain auto
@@ -93,7 +94,8 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
 
     Stages, each skipped once the time budget is spent: sampling attack; one bounding pass per domain; PGD; then
     complete search: input-splitting branch and bound (inputs of dimension <= BAB_MAX_INPUTS) or, above that, MILP
-    for ReLU MLPs (engine.milp). Without a timeout the complete search gets DEFAULT_BAB_SECONDS.
+    for ReLU MLPs (engine.search.milp) and ReLU-split branch and bound through the domain for every other network
+    (engine.search.splits). Without a timeout the complete search gets DEFAULT_BAB_SECONDS.
     """
     from .registry import get_registry
     reg = registry or get_registry()
@@ -127,7 +129,7 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
             return done(Verdict.UNSAT, d.name)
     low_dim = network.n_inputs <= BAB_MAX_INPUTS
     if attack:
-        from .attack import pgd_case
+        from .search.attack import pgd_case
         now = time.perf_counter()
         stop = min(deadline, now + PGD_FRACTION * (deadline - now)) if timeout is not None else deadline
         for case in spec.cases:
@@ -137,18 +139,23 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
                 cex = recheck(network, spec, cand)
                 if cex is not None:
                     return done(Verdict.SAT, "pgd", cex)
-    if bab and not low_dim and time.perf_counter() < deadline:
-        from .milp import milp_verify
-        v, cex, st = milp_verify(network, spec, deadline if timeout is not None else t0 + DEFAULT_BAB_SECONDS,
-                                 attack=False)
+    search_end = deadline if timeout is not None else t0 + DEFAULT_BAB_SECONDS
+    if bab and not low_dim and time.perf_counter() < deadline and mlp_chain(network) is not None:
+        from .search.milp import milp_verify
+        v, cex, st = milp_verify(network, spec, search_end, attack=False)
         if v in ("sat", "unsat"):
             return done(Verdict(v), st.get("by", "milp"), cex,
                         **{k: st[k] for k in ("milps", "binaries", "lps", "relu_bab_domains") if k in st})
+    elif bab and not low_dim and time.perf_counter() < deadline:
+        from .search.splits import split_search
+        v, cex, st = split_search(domains, network, spec, search_end, recheck)
+        if v in ("sat", "unsat"):
+            return done(Verdict(v), "relu-bab", cex, **st)
     if bab and low_dim and time.perf_counter() < deadline:
-        from .bab import input_split_bab
+        from .search.bab import input_split_bab
         if timeout is None:
             deadline = t0 + DEFAULT_BAB_SECONDS
-        from .attack import pgd_case
+        from .search.attack import pgd_case
 
         def strong_attack(case):
             cand = pgd_case(network, case, restarts=8 * PGD_RESTARTS, steps=PGD_STEPS, seed=1, deadline=deadline)

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         budget = float(timeout)
         from .instance import verify_instance
-        from .vnnlib import format_counterexample
+        from .io.vnnlib import format_counterexample
         res = verify_instance(onnx_path, spec_path, "auto", budget, started=t0)
         text = str(res.verdict)
         if res.counterexample is not None:

@@ -3,7 +3,7 @@ standard-trained baseline of the same architecture; both certified with the `lip
 
     python examples/train_crm.py OUT_DIR [--epochs 15] [--eps 1.58] [--cnn]
 
-Trains on 9000 images of nncert.engine.data.mnist_split (seed 0), certifies the other 1000 with certified
+Trains on 9000 images of nncert.engine.io.data.mnist_split (seed 0), certifies the other 1000 with certified
 (Gram-iteration) Lipschitz bounds, prints clean and certified accuracies and the liplt / naive global bounds,
 and writes OUT_DIR/{standard,crm}[_cnn].onnx (or .pt state dicts when ONNX export is unavailable). CPU, one thread,
 a few minutes.
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nncert.engine.data import mnist_split
-from nncert.engine.torch_import import from_torch
+from nncert.engine.io.data import mnist_split
+from nncert.engine.io.torch_import import from_torch
 from nncert.plugins.liplt import LipLT
 from nncert.plugins.liplt.differentiable import crm_loss, mlp_pairwise_lipschitz, sequential_mlp_parts
 
@@ -92,7 +92,7 @@ def evaluate(model, x, y, eps):
 
 def save(net, model, path: Path):
     try:
-        from nncert.engine.ort import export_onnx
+        from nncert.engine.io.ort import export_onnx
         return str(export_onnx(net, None, path.with_suffix(".onnx")))
     except ImportError:
         torch.save(model.state_dict(), path.with_suffix(".pt"))

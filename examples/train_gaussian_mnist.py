@@ -4,7 +4,7 @@ randomized smoothing (Cohen, Rosenfeld & Kolter, ICML 2019).
     python examples/train_gaussian_mnist.py [--sigmas 0.25 0.5] [--epochs 10] [--count 100] [--n 10000]
                                             [--alpha 0.001] [--out gaussian_mnist_out] [--threads 1]
 
-Data: nncert.engine.data.mnist_split(n_train=9000, seed=0) (the 10k MNIST test images split into 9000 training
+Data: nncert.engine.io.data.mnist_split(n_train=9000, seed=0) (the 10k MNIST test images split into 9000 training
 and 1000 held-out images). For each sigma: train on CPU (noise N(0, sigma^2) added to the [0, 1] pixels, i.e. in
 the model's input space, before the model's own normalisation layer), export <out>/cnn_sigma<sigma>.onnx (IR 8,
 opset 13), load it back through nncert's ONNX importer, and CERTIFY the first `count` held-out images with n0=100,
@@ -73,9 +73,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from nncert.engine.data import mnist_split
-    from nncert.engine.onnx_import import load_onnx
-    from nncert.engine.ort import export_onnx
+    from nncert.engine.io.data import mnist_split
+    from nncert.engine.io.onnx_import import load_onnx
+    from nncert.engine.io.ort import export_onnx
     from nncert.engine.registry import get_registry
     from nncert.engine.report import certified_accuracy, plot_curve, summary, write_tsv
 

@@ -1,6 +1,6 @@
 """Train a small MNIST CNN with semantic-smoothing augmentation, then certify it against six transforms.
 
-Data: nncert.engine.data.mnist_split(n_train=9000, seed=0) (the shared MNIST test set, split into 9000 training
+Data: nncert.engine.io.data.mnist_split(n_train=9000, seed=0) (the shared MNIST test set, split into 9000 training
 and 1000 held-out images). Training draws, for every image, one of the six smoothing laws below (or none) and
 applies it, so the base classifier matches the smoothing it is certified with. CPU, one thread, a few minutes.
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nncert.engine.data import mnist_split
+from nncert.engine.io.data import mnist_split
 from nncert.engine.registry import get_registry
 from nncert.engine.report import summary
 

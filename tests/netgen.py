@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nncert.engine.torch_import import Residual, from_torch
+from nncert.engine.io.torch_import import Residual, from_torch
 
 
 def random_mlp(sizes=(4, 8, 8, 3), act=nn.ReLU, seed=0):

@@ -4,7 +4,7 @@ import csv
 import pytest
 import torch
 
-from nncert.engine.data import shared_dir
+from nncert.engine.io.data import shared_dir
 from nncert.engine.registry import get_registry
 from nncert.engine.spec import Box, Case, Disjunct, Spec
 from nncert.engine.counterexample import recheck
@@ -70,8 +70,8 @@ HARD = [("onnx/ACASXU_run2a_4_2_batch_2000.onnx", "vnnlib/prop_2.vnnlib"),   # u
 
 
 def test_bab_decides_hard_acasxu_instances():
-    from nncert.engine.onnx_import import load_onnx
-    from nncert.engine.vnnlib import read_vnnlib
+    from nncert.engine.io.onnx_import import load_onnx
+    from nncert.engine.io.vnnlib import read_vnnlib
     folder, rows = _acas(HARD)
     for onnx, vnnlib, answer in rows:
         net = load_onnx(folder / onnx)

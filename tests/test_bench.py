@@ -82,3 +82,13 @@ def test_bench_resume_after_kill(tmp_path):
     keys = [(x["onnx"], x["vnnlib"]) for x in after]
     assert len(keys) == len(set(keys)) == len(rows)    # nothing done twice, nothing missing
     assert after[:len(before)] == before               # finished instances were not redone
+
+
+def test_bench_caps_timeouts(tmp_path):
+    csv = _csv(tmp_path)
+    out = tmp_path / "r.jsonl"
+    r = _bench(csv, "--out", out, "--json", "--max-timeout", 7)
+    assert r.returncode == 0, r.stderr
+    assert {x["timeout"] for x in _lines(out)} == {7.0}       # the CSV says 60
+    r = _bench(csv, "--out", tmp_path / "bad.jsonl", "--max-timeout", 0)
+    assert r.returncode == 2 and "--max-timeout" in r.stderr

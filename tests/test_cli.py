@@ -32,7 +32,7 @@ def test_verify_sat_json_counterexample_is_real(capsys):
     if res["verdict"] == "sat":  # re-check the counterexample independently with onnxruntime
         import numpy as np
         import onnxruntime as ort
-        from nncert.engine.vnnlib import read_vnnlib
+        from nncert.engine.io.vnnlib import read_vnnlib
         import torch
         sess = ort.InferenceSession(str(EX / "mlp.onnx"), providers=["CPUExecutionProvider"])
         x = np.asarray(res["counterexample"]["x"], dtype=np.float32)[None]

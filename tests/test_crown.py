@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from nncert.engine import kernels
-from nncert.engine.data import shared_dir
+from nncert.engine.io.data import shared_dir
 from nncert.engine.errors import BadInput
 from nncert.engine.kernels import linear_bounds as lb
 from nncert.engine.registry import get_registry
-from nncert.engine.torch_import import Residual, from_torch
+from nncert.engine.io.torch_import import Residual, from_torch
 from nncert.plugins.crown.relax import leaky_relu_relax, sigmoid_relax, tanh_relax
 
 from netgen import NETS, box_samples
@@ -37,7 +37,7 @@ def _records(name):
 
 def _load(bench_dir, rel, cache):
     if rel not in cache:
-        from nncert.engine.onnx_import import load_onnx
+        from nncert.engine.io.onnx_import import load_onnx
         cache[rel] = load_onnx(bench_dir / rel)
     return cache[rel]
 

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from nncert.engine.data import shared_dir
+from nncert.engine.io.data import shared_dir
 from nncert.engine.registry import get_registry
 
 from netgen import NETS, box_samples
@@ -57,7 +57,7 @@ def test_ibp_matches_auto_lirpa(ibp, bench):
     root = shared_dir()
     if root is None:
         pytest.skip("../shared is absent: no auto_LiRPA reference")
-    onnx_import = pytest.importorskip("nncert.engine.onnx_import")
+    onnx_import = pytest.importorskip("nncert.engine.io.onnx_import")
     recs = json.loads((root / "reference" / "auto_lirpa" / f"{bench}.json").read_text())["records"]
     nets = {}
     worst = 0.0

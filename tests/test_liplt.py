@@ -9,7 +9,7 @@ from torch import nn
 
 from nncert.engine.errors import BadInput, UnsupportedOp
 from nncert.engine.registry import get_registry
-from nncert.engine.torch_import import Residual, from_torch
+from nncert.engine.io.torch_import import Residual, from_torch
 from nncert.plugins.liplt import LipLT
 from nncert.plugins.liplt.differentiable import mlp_pairwise_lipschitz, sequential_mlp_parts
 
@@ -198,20 +198,20 @@ def test_differentiable_estimate_tracks_certified():
 
 
 def _mnist_nets():
-    from nncert.engine.data import shared_dir
+    from nncert.engine.io.data import shared_dir
     s = shared_dir()
     if s is None or not (s / "benchmarks" / "mnist_fc" / "onnx").is_dir():
         pytest.skip("shared/benchmarks/mnist_fc not found")
     try:
-        from nncert.engine.onnx_import import load_onnx
+        from nncert.engine.io.onnx_import import load_onnx
     except ImportError:
-        pytest.skip("nncert.engine.onnx_import.load_onnx not available yet")
+        pytest.skip("nncert.engine.io.onnx_import.load_onnx not available yet")
     return [(p.name, load_onnx(str(p))) for p in sorted((s / "benchmarks" / "mnist_fc" / "onnx").glob("*.onnx"))]
 
 
 @pytest.mark.slow
 def test_mnist_fc_nets():
-    from nncert.engine.data import load_mnist
+    from nncert.engine.io.data import load_mnist
     nets = _mnist_nets()
     x, y = load_mnist()
     for name, net in nets:

@@ -1,4 +1,4 @@
-"""MILP complete verification (engine/milp.py) against exact oracles and ground truth.
+"""MILP complete verification (engine/search/milp.py) against exact oracles and ground truth.
 
 Oracle: the exact maximum of min_r (C_r y + d_r) over a box, by enumerating every activation pattern of the
 neurons that interval arithmetic leaves unstable and solving one LP per pattern (scipy's linprog; a formulation
@@ -16,11 +16,11 @@ import torch
 from scipy.optimize import linprog
 from torch import nn
 
-from nncert.engine.data import shared_dir
-from nncert.engine.milp import milp_verify, preactivation_bounds
+from nncert.engine.io.data import shared_dir
+from nncert.engine.search.milp import milp_verify, preactivation_bounds
 from nncert.engine.mlp import mlp_chain
 from nncert.engine.spec import Box, Case, Disjunct, Spec
-from nncert.engine.torch_import import from_torch
+from nncert.engine.io.torch_import import from_torch
 
 torch.set_num_threads(1)
 
@@ -188,9 +188,9 @@ def test_mnist_fc_never_contradicts_truth():
     root = shared_dir()
     if root is None:
         pytest.skip("shared data (/work/shared) not found")
-    from nncert.engine.onnx_import import load_onnx
+    from nncert.engine.io.onnx_import import load_onnx
     from nncert.engine.counterexample import recheck as verify_recheck
-    from nncert.engine.vnnlib import read_vnnlib
+    from nncert.engine.io.vnnlib import read_vnnlib
     bench = root / "benchmarks" / "mnist_fc"
     rows = [r for r in csv.DictReader(open(bench / "truth.csv")) if "256x2" in r["onnx"]]
     net = load_onnx(bench / rows[0]["onnx"])
@@ -209,7 +209,7 @@ def test_mnist_fc_never_contradicts_truth():
 def test_lp_dual_bound_is_an_upper_bound_for_any_multipliers():
     from scipy.sparse import csr_matrix
 
-    from nncert.engine.milp import lp_dual_bound
+    from nncert.engine.search.milp import lp_dual_bound
     rng = np.random.default_rng(3)
     for _ in range(20):
         m, n = 6, 5
@@ -229,7 +229,7 @@ def test_lp_dual_bound_is_an_upper_bound_for_any_multipliers():
 
 
 def test_lp_tightened_bounds_are_sound_and_tighter():
-    from nncert.engine.milp import tightened_bounds
+    from nncert.engine.search.milp import tightened_bounds
     rng = np.random.default_rng(5)
     net = _mlp((5, 16, 16, 16, 3), 2)
     layers = mlp_chain(net)

@@ -14,11 +14,11 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from nncert.engine.data import shared_dir
+from nncert.engine.io.data import shared_dir
 from nncert.engine.errors import BadInput, UnsupportedOp
-from nncert.engine.onnx_import import load_onnx, load_onnx_bytes
-from nncert.engine.ort import export_onnx, run_onnx, to_onnx_model
-from nncert.engine.torch_import import Residual, from_torch
+from nncert.engine.io.onnx_import import load_onnx, load_onnx_bytes
+from nncert.engine.io.ort import export_onnx, run_onnx, to_onnx_model
+from nncert.engine.io.torch_import import Residual, from_torch
 
 torch.set_num_threads(1)
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from nncert.engine.onnx_import import load_onnx
-from nncert.engine.ort import run_onnx
+from nncert.engine.io.onnx_import import load_onnx
+from nncert.engine.io.ort import run_onnx
 from nncert.engine.registry import _collect, make_plugin_manager, use_registry
 from plugin_dist import install_plugin
 

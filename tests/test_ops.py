@@ -19,8 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 from nncert.engine.errors import BadInput, UnsupportedOp
 from nncert.engine.ir import Network, Node
 from nncert.engine.numerics import widen
-from nncert.engine.onnx_import import load_onnx_bytes
-from nncert.engine.ort import run_onnx
+from nncert.engine.io.onnx_import import load_onnx_bytes
+from nncert.engine.io.ort import run_onnx
 from nncert.engine.registry import get_registry
 
 torch.set_num_threads(1)

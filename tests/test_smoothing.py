@@ -204,7 +204,7 @@ def test_count_classes_memory_is_batched():
 
 def test_network_and_torch_module_agree():
     """An IR Network and the torch module it came from give the same certificates (noise before normalisation)."""
-    from nncert.engine.torch_import import from_torch
+    from nncert.engine.io.torch_import import from_torch
     torch.manual_seed(1)
     seq = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten(),
                               torch.nn.Linear(4 * 3 * 3, 5))
@@ -284,8 +284,8 @@ def test_cli_certify_onnx_end_to_end(tmp_path, capsys):
     import json
 
     from nncert.engine.cli import main
-    from nncert.engine.onnx_import import load_onnx
-    from nncert.engine.ort import export_onnx
+    from nncert.engine.io.onnx_import import load_onnx
+    from nncert.engine.io.ort import export_onnx
     torch.manual_seed(3)
     seq = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
     onnx_path = export_onnx(seq, (1, 3, 4), tmp_path / "m.onnx")

@@ -4,7 +4,7 @@ import csv
 import pytest
 import torch
 
-from nncert.engine.data import shared_dir
+from nncert.engine.io.data import shared_dir
 from nncert.engine.verify import verify
 
 
@@ -19,8 +19,8 @@ def _instances(bench):
 
 @pytest.mark.parametrize("bench", ["acasxu", "mnist_fc"])
 def test_no_wrong_verdict(bench):
-    onnx_import = pytest.importorskip("nncert.engine.onnx_import")
-    vnnlib = pytest.importorskip("nncert.engine.vnnlib")
+    onnx_import = pytest.importorskip("nncert.engine.io.onnx_import")
+    vnnlib = pytest.importorskip("nncert.engine.io.vnnlib")
     folder, rows = _instances(bench)
     nets, specs, tally = {}, {}, {"sat": 0, "unsat": 0, "unknown": 0, "timeout": 0}
     for r in rows:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from nncert.engine.data import shared_dir
-from nncert.engine.ort import run_onnx
-from nncert.engine.vnnlib import read_counterexample, read_vnnlib
+from nncert.engine.io.data import shared_dir
+from nncert.engine.io.ort import run_onnx
+from nncert.engine.io.vnnlib import read_counterexample, read_vnnlib
 
 ROOT = Path(__file__).resolve().parents[1]
 

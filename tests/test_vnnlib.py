@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from nncert.engine.data import shared_dir
+from nncert.engine.io.data import shared_dir
 from nncert.engine.errors import BadInput
 from nncert.engine.spec import Box, Case, Disjunct, Spec
-from nncert.engine.vnnlib import (format_counterexample, format_vnnlib, parse_counterexample, parse_vnnlib,
+from nncert.engine.io.vnnlib import (format_counterexample, format_vnnlib, parse_counterexample, parse_vnnlib,
                                   read_counterexample, read_vnnlib)
 
 SHARED = shared_dir()

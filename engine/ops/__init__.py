@@ -27,7 +27,7 @@ class OpDef:
     """One IR op. `forward(node, args) -> y`: args one tensor [B, *shape] per node input, y [B, *out_shape], in
     the args' dtype (convert params with `node.params[k].to(x.dtype)`); it must treat samples independently.
 
-    `onnx` maps ONNX op types to importers `fn(ctx, onnx_node)` (ctx: engine.onnx_import.OnnxContext)."""
+    `onnx` maps ONNX op types to importers `fn(ctx, onnx_node)` (ctx: engine.io.onnx_import.OnnxContext)."""
 
     name: str
     forward: Callable[[Any, list], torch.Tensor]

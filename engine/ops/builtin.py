@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from ..onnx_import import OnnxContext as X
+from ..io.onnx_import import OnnxContext as X
 from . import OpDef
 from . import core, nonlinear as nl, tensor as tn
 

@@ -33,7 +33,7 @@ def robustness_vnnlib(x: np.ndarray, label: int, eps: float, n_classes: int) -> 
 def main() -> None:
     from sklearn.datasets import load_digits
 
-    from nncert.engine.ort import export_onnx
+    from nncert.engine.io.ort import export_onnx
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).parent))

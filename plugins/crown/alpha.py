@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from nncert.engine.optim import Adam
+from nncert.engine.search.optim import Adam
 from nncert.engine.kernels.linear_bounds import concretize_box_torch, relu_relax
 
 ITERS, LR = 8, 0.3              # conjunctions (box-splitting search: many boxes, cheap steps)

@@ -22,7 +22,8 @@ from nncert.engine.mlp import mlp_layers
 from .alpha import HIDDEN_ITERS, HIDDEN_LR, ITERS, alpha_hidden_bounds, optimise_conjunctions
 from nncert.engine.numerics import refuted_combination, widen
 
-from .propagate import concretize_box, concretize_l2, crown_bounds
+from .propagate import concretize_box, concretize_l2, crown_bounds, hidden_bounds, output_bounds
+from .window import windowed
 from .rules import RULES, derived_rule
 
 
@@ -105,9 +106,7 @@ class Crown(Domain):
         return derived_rule(op, self.interval_domain)
 
     def _crown(self, network, lower, upper, concretize, C):
-        iv = self.interval_domain
-        return crown_bounds(network, lambda n: self.rule(n.op), (lambda n: iv.rule(n.op)) if iv else (lambda n: None),
-                            self.ops, lower, upper, concretize, C)
+        return crown_bounds(network, *self._rule_tables(), self.ops, lower, upper, concretize, C)
 
     def _mlp_view(self, network):
         if any(self.op_rules.get(op) is not RULES.get(op) for op in network.ops()):
@@ -171,6 +170,33 @@ class Crown(Domain):
             u, lam = optimise_conjunctions(Ws, bs, lo, hi, state, C.to(dt), d.to(dt), owner, todo, iters)
         u = widen(u, u)[1]
         return refuted_combination(u, lam, d.to(dt)), u + lam @ d.to(dt)
+
+    def _rule_tables(self):
+        iv = self.interval_domain
+        return (lambda n: self.rule(n.op)), ((lambda n: iv.rule(n.op)) if iv else (lambda n: None))
+
+    def bab_root(self, network, lower, upper):
+        """State for branch_and_bound on the box [lower, upper] ([1, n_inputs], float64): CROWN's hidden bounds."""
+        self.check_network(network)
+        _check_box(network, lower, upper)
+        rule_for, interval_for = self._rule_tables()
+        ctx = hidden_bounds(network, rule_for, interval_for, self.ops, lower, upper, concretize_box(lower, upper))
+        return {"network": network, "ctx": ctx, "box": (lower.reshape(1, *network.input_shape),
+                                                        upper.reshape(1, *network.input_shape))}
+
+    def branch_and_bound(self, state, C, d, deadline, is_cex):
+        """Refute the disjunct {C y + d >= 0} (C [r, n_out], d [r]) on the box of `state` (bab_root) by ReLU-split
+        branch and bound on its row with the lowest CROWN upper bound (plugins/crown/bab.py): ("unsat" | "sat" |
+        "timeout" | "unknown", counterexample or None, stats)."""
+        from .bab import relu_split_bab
+        network, ctx = state["network"], state["ctx"]
+        rule_for, interval_for = self._rule_tables()
+        C = C.to(ctx.dtype)
+        lo, hi = output_bounds(network, ctx, windowed(rule_for), concretize_box(*(v.reshape(1, -1)
+                                                                                  for v in state["box"])), C[None])
+        r = int((hi[0] + d.to(ctx.dtype)).argmin())
+        return relu_split_bab(network, ctx.bounds, state["box"], C[r], float(d[r]), deadline, is_cex, self.ops,
+                              windowed(rule_for), interval_for)
 
     def bounds_l2(self, network, center, eps, C=None):
         """Sound (widened) bounds [B, m] of C @ f(x) over each l2 ball ||x - center[b]||_2 <= eps[b].

@@ -9,7 +9,8 @@ engine.kernels.linear_bounds.crown_rows (auto_LiRPA's sparse rule: interval-unst
 than 90% are) and CROWN replaces the interval there; for other ops every neuron gets a row and the CROWN bound is
 intersected with the interval. Lower bounds only are propagated: upper = -lower of the negated rows. Rows are
 processed in chunks sized to the memory budget (engine/memory.py); C = None bounds every output without ever
-forming an identity matrix.
+forming an identity matrix. The unit rows of a [C, H, W] map are grouped by spatial tile and carried as windows
+(plugins/crown/window.py), so their cost follows their receptive field.
 """
 from __future__ import annotations
 
@@ -21,14 +22,16 @@ from nncert.engine import deadline, memory
 from nncert.engine.kernels import linear_bounds as lb
 from nncert.engine.propagate import backward, forward
 
+from .window import TILE, by_tile, dense, unit_rows, windowed
+
 SIGN_ONLY = ("relu", "leaky_relu")  # ops whose relaxation of a stable neuron does not depend on its bounds
 
 
 class Ctx:
     """Per-call state: node bounds, relaxation cache, parameters in the working dtype, the op table."""
 
-    def __init__(self, network, dtype, device, ops):
-        self.network, self.dtype, self.device, self.ops = network, dtype, device, ops
+    def __init__(self, network, batch, dtype, device, ops):
+        self.network, self.batch, self.dtype, self.device, self.ops = network, batch, dtype, device, ops
         self.bounds: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.cache: dict = {}
         self._shapes = {network.input_name: network.input_shape} | {n.name: n.shape for n in network.nodes}
@@ -64,7 +67,7 @@ def backward_lower(network, target: str, A: torch.Tensor, ctx: Ctx, rule_for, co
     L, bias = backward(network, target, A, rule_for, ctx)
     if L is None:  # the target does not depend on the input
         return bias
-    return concretize(L.reshape(B, m, -1), bias)
+    return concretize(dense(L).reshape(B, m, -1), bias)
 
 
 def _needs_bounds(network, rule_for) -> dict[str, list[str]]:
@@ -77,25 +80,28 @@ def _needs_bounds(network, rule_for) -> dict[str, list[str]]:
     return out
 
 
-def _rows(C, start, k, B, n, dtype, device):
-    """Rows start..start+k of C [B, m, n], or of the identity when C is None, as [B, k, n]."""
-    if C is not None:
-        return C[:, start:start + k]
-    E = torch.zeros(k, n, dtype=dtype, device=device)
-    E[torch.arange(k), torch.arange(start, start + k)] = 1
-    return E.expand(B, k, n)
-
-
 def crown_bounds(network, rule_for, interval_rule_for, ops, box_lo, box_hi, concretize, C=None):
     """Lower and upper bounds [B, m] of C @ flat(f(x)) (C [B, m, n_out]; None: every output), unwidened.
 
     box_lo/box_hi [B, n_in]: a box containing the input set (the set itself for box inputs);
     concretize(Lam [B, R, n_in], bias [B, R]) -> min over the input set."""
-    B, dt, dev = box_lo.shape[0], box_lo.dtype, box_lo.device
-    ctx = Ctx(network, dt, dev, ops)
-    needs = _needs_bounds(network, rule_for)
+    ctx = hidden_bounds(network, rule_for, interval_rule_for, ops, box_lo, box_hi, concretize)
+    return output_bounds(network, ctx, windowed(rule_for), concretize, C)
+
+
+def _chunk(network, B, itemsize):
     width = max([network.n_inputs] + [math.prod(n.shape) for n in network.nodes])
-    chunk = memory.rows_per_chunk(B, width, box_lo.element_size())
+    return memory.rows_per_chunk(B, width, itemsize)
+
+
+def hidden_bounds(network, rule_for, interval_rule_for, ops, box_lo, box_hi, concretize) -> Ctx:
+    """The Ctx of a CROWN pass with ctx.bounds[name] = (lo, hi) [B, *shape] for every value: intervals, refined
+    by CROWN at the inputs of the ops whose relaxation needs bounds."""
+    B, dt, dev = box_lo.shape[0], box_lo.dtype, box_lo.device
+    ctx = Ctx(network, B, dt, dev, ops)
+    needs = _needs_bounds(network, rule_for)
+    rule_for = windowed(rule_for)
+    chunk = _chunk(network, B, box_lo.element_size())
     inf = float("inf")
 
     def interval(node, boxes):
@@ -106,19 +112,39 @@ def crown_bounds(network, rule_for, interval_rule_for, ops, box_lo, box_hi, conc
                 torch.full((B, *node.shape), inf, dtype=dt, device=dev))
 
     def refine(node, box):
-        if node.name not in needs:
+        if node.name not in needs or exact_interval(node):
             return box
         ctx.bounds[node.name] = box  # the interval, for rules that read a node's own bounds while it is refined
         return _refine(network, node, *box, needs[node.name], ctx, rule_for, concretize, chunk)
 
+    def exact_interval(node):
+        """ReLU(x) with refined bounds [l, u] of x: [relu(l), relu(u)] is x's range mapped exactly, and CROWN's
+        own bound of relu(x) (the relaxation over [l, u] applied to the same linear bounds of x) is never tighter."""
+        return node.op in SIGN_ONLY and node.inputs[0] in needs
+
     box = (box_lo.reshape(B, *network.input_shape), box_hi.reshape(B, *network.input_shape))
     forward(network, box, lambda node: interval, on_node=refine, vals=ctx.bounds)
-    n_out = network.n_outputs
-    m = n_out if C is None else C.shape[1]
+    return ctx
+
+
+def output_bounds(network, ctx, rule_for, concretize, C=None):
+    """Bounds [B, m] of C @ flat(f(x)) given ctx's hidden bounds (see crown_bounds); rule_for windowed."""
+    B, dt, dev = ctx.batch, ctx.dtype, ctx.device
+    chunk = _chunk(network, B, torch.empty((), dtype=dt).element_size())
+    if C is None:  # every output: unit rows, windowed like those of hidden neurons
+        n_out = network.n_outputs
+        lo = torch.empty(B, n_out, dtype=dt, device=dev)
+        hi = torch.empty_like(lo)
+        idx = torch.arange(n_out, device=dev)
+        for ids, cl, cu in _rows_bounds(network, network.output, network.output_shape, idx, B, ctx, rule_for,
+                                        concretize, chunk):
+            lo[:, ids], hi[:, ids] = cl, cu
+        return lo, hi
     lo, hi = [], []
+    m = C.shape[1]
     for s in range(0, m, chunk):
-        k = min(chunk, m - s)
-        A = _rows(C, s, k, B, n_out, dt, dev).reshape(B, k, *network.output_shape)
+        A = C[:, s:s + chunk].reshape(B, -1, *network.output_shape)
+        k = A.shape[1]
         res = backward_lower(network, network.output, torch.cat([A, -A], 1), ctx, rule_for, concretize)
         lo.append(res[:, :k])
         hi.append(-res[:, k:])
@@ -126,6 +152,7 @@ def crown_bounds(network, rule_for, interval_rule_for, ops, box_lo, box_hi, conc
 
 
 def _refine(network, node, il, iu, consumer_ops, ctx, rule_for, concretize, row_chunk):
+    """CROWN bounds of node's neurons (see the module docstring), in place of / intersected with its interval."""
     B = il.shape[0]
     shape = node.shape
     n = math.prod(shape)
@@ -139,17 +166,22 @@ def _refine(network, node, il, iu, consumer_ops, ctx, rule_for, concretize, row_
     if idx.numel() == 0:
         return il, iu
     fl, fu = fl.clone(), fu.clone()
-    for s in range(0, idx.numel(), row_chunk):
-        ids = idx[s:s + row_chunk]
-        k = ids.numel()
-        E = torch.zeros(k, n, dtype=ctx.dtype, device=ctx.device)
-        E[torch.arange(k), ids] = 1
-        A = torch.cat([E, -E]).reshape(1, 2 * k, *shape).expand(B, -1, *shape)
-        res = backward_lower(network, node.name, A, ctx, rule_for, concretize)
-        cl, cu = res[:, :k], -res[:, k:]
+    for ids, cl, cu in _rows_bounds(network, node.name, shape, idx, B, ctx, rule_for, concretize, row_chunk):
         if not sign_only:
             cl, cu = torch.maximum(fl[:, ids], cl), torch.minimum(fu[:, ids], cu)
         use = want[:, ids]
         fl[:, ids] = torch.where(use, cl, fl[:, ids])
         fu[:, ids] = torch.where(use, cu, fu[:, ids])
     return fl.reshape(il.shape), fu.reshape(iu.shape)
+
+
+def _rows_bounds(network, name, shape, idx, B, ctx, rule_for, concretize, row_chunk):
+    """(ids, lower [B, k], upper [B, k]) for chunks of the neurons idx of value `name` (of shape `shape`); the
+    rows of nearby neurons are bounded together (their coefficients share a window: plugins/crown/window.py)."""
+    for tile in by_tile(shape, idx, TILE):
+        for s in range(0, tile.numel(), row_chunk):
+            ids = tile[s:s + row_chunk]
+            k = ids.numel()
+            A = unit_rows(shape, ids, B, ctx.dtype, ctx.device)
+            res = backward_lower(network, name, A, ctx, rule_for, concretize)
+            yield ids, res[:, :k], -res[:, k:]

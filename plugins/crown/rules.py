@@ -49,20 +49,32 @@ def _flat(Lam):
     return Lam.reshape(B * m, *Lam.shape[2:])
 
 
+def conv_adjoint(Lam, weight, in_shape, stride, pads, dilation, groups, at=(0, 0)):
+    """Adjoint of conv2d(pad(x)) applied to Lam [B, m, Cout, h, w], the block of the conv's output that starts at
+    row/column `at`: (coefficients [B, m, Cin, h', w'] on the block of x they reach, clipped to x, its start)."""
+    B, m = Lam.shape[:2]
+    t, l = pads[0], pads[1]
+    C, H, W = in_shape
+    x = F.conv_transpose2d(_flat(Lam), weight, None, stride=stride, groups=groups, dilation=dilation)
+    r, c = at[0] * stride[0] - t, at[1] * stride[1] - l     # x's first row/column, in input coordinates
+    r0, c0 = max(r, 0), max(c, 0)
+    r1, c1 = max(r0, min(r + x.shape[-2], H)), max(c0, min(c + x.shape[-1], W))
+    x = x[:, :, r0 - r:r1 - r, c0 - c:c1 - c]
+    return x.reshape(B, m, C, r1 - r0, c1 - c0), (r0, c0)
+
+
 def _conv_adjoint(Lam, weight, in_shape, stride, pads, dilation, groups):
     """Adjoint of conv2d(pad(x)) applied to Lam [B, m, Cout, Ho, Wo] -> [B, m, *in_shape]."""
-    B, m = Lam.shape[:2]
-    t, l, bo, r = pads
-    C, H, W = in_shape
-    Hp, Wp = H + t + bo, W + l + r
-    kh, kw = weight.shape[-2:]
-    Ho, Wo = Lam.shape[-2:]
-    oph = Hp - ((Ho - 1) * stride[0] + dilation[0] * (kh - 1) + 1)
-    opw = Wp - ((Wo - 1) * stride[1] + dilation[1] * (kw - 1) + 1)
-    x = F.conv_transpose2d(_flat(Lam), weight, None, stride=stride, output_padding=(oph, opw), groups=groups,
-                           dilation=dilation)
-    x = x[:, :, t:t + H, l:l + W]
-    return x.reshape(B, m, C, H, W)
+    x, (r0, c0) = conv_adjoint(Lam, weight, in_shape, stride, pads, dilation, groups)
+    H, W = in_shape[1:]
+    if x.shape[-2:] != (H, W):  # input rows/columns the conv never reads: zero coefficients
+        x = F.pad(x, (c0, W - c0 - x.shape[-1], r0, H - r0 - x.shape[-2]))
+    return x
+
+
+def avgpool_weight(node, C, dtype, device):
+    kh, kw = node.attrs["kernel"]
+    return torch.full((C, 1, kh, kw), 1.0 / (kh * kw), dtype=dtype, device=device)
 
 
 def _conv2d(node, Lam, ctx):
@@ -98,22 +110,30 @@ def _reshape(node, Lam, ctx):
 
 def _avgpool(node, Lam, ctx):
     a = node.attrs
-    C = ctx.shape(node.inputs[0])[0]
-    kh, kw = a["kernel"]
-    w = torch.full((C, 1, kh, kw), 1.0 / (kh * kw), dtype=Lam.dtype, device=Lam.device)
-    return [_conv_adjoint(Lam, w, ctx.shape(node.inputs[0]), a["stride"], a["pads"], (1, 1), C)], None
+    in_shape = ctx.shape(node.inputs[0])
+    w = avgpool_weight(node, in_shape[0], Lam.dtype, Lam.device)
+    return [_conv_adjoint(Lam, w, in_shape, a["stride"], a["pads"], (1, 1), in_shape[0])], None
 
 
-def _activation(node, Lam, ctx):
+def relaxed(Lam, al, cl, au, cu, nan_safe=False):
+    """([coefficients], bias) of Lam through the elementwise relaxation al z + cl <= y <= au z + cu (each
+    broadcastable to Lam); nan_safe: a zero coefficient on an infinite intercept contributes nothing."""
+    pos, neg = Lam.clamp(min=0), Lam.clamp(max=0)
+    const = _nan_safe(pos, cl) + _nan_safe(neg, cu) if nan_safe else pos * cl + neg * cu
+    return [pos * al + neg * au], _sum_rest(const)
+
+
+def activation_relax(node, ctx):
+    """(al, cl, au, cu) [B, *shape] of a ReLU-like/sigmoid/tanh node over its input's bounds (cached per call)."""
     key = ("relax", node.name)
     if key not in ctx.cache:
         l, u = ctx.bounds[node.inputs[0]]
         ctx.cache[key] = rx.relax(node.op, l, u, node.attrs)
-    al, cl, au, cu = ctx.cache[key]
-    pos, neg = Lam.clamp(min=0), Lam.clamp(max=0)
-    x = pos * al[:, None] + neg * au[:, None]
-    bias = _sum_rest(pos * cl[:, None] + neg * cu[:, None])
-    return [x], bias
+    return ctx.cache[key]
+
+
+def _activation(node, Lam, ctx):
+    return relaxed(Lam, *(v[:, None] for v in activation_relax(node, ctx)))
 
 
 _activation.needs_bounds = True
@@ -167,11 +187,15 @@ def _nan_safe(Lam, c):
     return torch.where(Lam == 0, torch.zeros((), dtype=Lam.dtype, device=Lam.device), Lam * c)
 
 
+def box_lower(Lam, lo, hi):
+    """[B, m]: min of sum(Lam * v) over lo <= v <= hi ([B, *shape]; infinite bounds under zero coefficients are
+    ignored)."""
+    return _sum_rest(_nan_safe(Lam.clamp(min=0), lo[:, None]) + _nan_safe(Lam.clamp(max=0), hi[:, None]))
+
+
 def _constant(node, Lam, ctx):
     """lo_out <= y <= hi_out: no coefficient on the inputs, the node's own interval as the constant."""
-    lo, hi = ctx.bounds[node.name]
-    bias = _sum_rest(_nan_safe(Lam.clamp(min=0), lo[:, None]) + _nan_safe(Lam.clamp(max=0), hi[:, None]))
-    return [None] * len(node.inputs), bias
+    return [None] * len(node.inputs), box_lower(Lam, *ctx.bounds[node.name])
 
 
 _constant.needs_bounds = True
@@ -191,16 +215,19 @@ def _vjp(node, Lam, ctx):
     return ins, _sum_rest(Lam * y0) if bool((y0 != 0).any()) else None
 
 
-def _curved(node, Lam, ctx):
-    """Elementwise op with a declared curvature: chord and tangent (plugins.crown.relax.curved_relax), the node's
-    interval where the curvature is unknown or the relaxation is not finite."""
+def curved_relax(node, ctx):
+    """(al, cl, au, cu) [B, *shape]: chord and tangent (plugins.crown.relax.curved_relax), the node's interval
+    where the curvature is unknown or the relaxation is not finite (cached per call)."""
     key = ("relax", node.name)
     if key not in ctx.cache:
         l, u = ctx.bounds[node.inputs[0]]
         ctx.cache[key] = rx.curved_relax(ctx.ops[node.op], node, l, u, *ctx.bounds[node.name])
-    al, cl, au, cu = ctx.cache[key]
-    pos, neg = Lam.clamp(min=0), Lam.clamp(max=0)
-    return [pos * al[:, None] + neg * au[:, None]], _sum_rest(_nan_safe(pos, cl[:, None]) + _nan_safe(neg, cu[:, None]))
+    return ctx.cache[key]
+
+
+def _curved(node, Lam, ctx):
+    """Elementwise op with a declared curvature (see curved_relax)."""
+    return relaxed(Lam, *(v[:, None] for v in curved_relax(node, ctx)), nan_safe=True)
 
 
 _curved.needs_bounds = True

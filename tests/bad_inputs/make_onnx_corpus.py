@@ -1,7 +1,7 @@
 """Write the ONNX part of the broken-input corpus: tiny models (ours, built with onnx.helper), each broken in one way.
 
 Run `python tests/bad_inputs/make_onnx_corpus.py` to (re)write the files next to this script. `CASES` maps each
-file name to a fragment the one-line error of `nncert.engine.onnx_import.load_onnx` must contain (the file name
+file name to a fragment the one-line error of `nncert.engine.io.onnx_import.load_onnx` must contain (the file name
 itself must appear too); tests/test_onnx_import.py checks both.
 """
 from __future__ import annotations

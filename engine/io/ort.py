@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import BadInput
-from .ir import Network
+from ..errors import BadInput
+from ..ir import Network
 
 _CACHE: "OrderedDict[str, _Session]" = OrderedDict()
 _CACHE_SIZE = 16
@@ -59,7 +59,7 @@ class _Session:
         self.dtype = np.float64 if i.type == "tensor(double)" else np.float16 if i.type == "tensor(float16)" \
             else np.float32
         dims = list(i.shape)
-        # Unbatched models (a rank-1 input, or a fixed first axis > 1, as engine/onnx_import reads them) take one
+        # Unbatched models (a rank-1 input, or a fixed first axis > 1, as engine/io/onnx_import reads them) take one
         # sample of the full input shape per run.
         self.unbatched = len(dims) == 1 or (isinstance(dims[0], int) and dims[0] > 1)
         rest = dims if self.unbatched else dims[1:]

@@ -30,9 +30,9 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from .errors import BadInput, UnsupportedOp
-from .ir import Network, Node
-from .ops import apply_op
+from ..errors import BadInput, UnsupportedOp
+from ..ir import Network, Node
+from ..ops import apply_op
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "float64",
                 onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
@@ -317,7 +317,7 @@ class OnnxContext:
             return
         if all(i in self.consts for i in ins) and n.op_type not in ("RandomNormal", "RandomUniform", "Multinomial"):
             return self.fold(n)
-        from .registry import get_registry
+        from ..registry import get_registry
         importer = get_registry().onnx_importers.get(n.op_type)
         if importer is None:
             raise self.unsupported(n)
@@ -628,7 +628,7 @@ class OnnxContext:
     def op_Pad(self, n):
         """Zero padding of the two spatial axes of a batched image imports as a 1x1 identity depthwise conv2d with
         pads (the form the Lipschitz and MILP engines read); any other constant padding as the pad op."""
-        from .ops.tensor import import_pad
+        from ..ops.tensor import import_pad
         import_pad(self, n)
         node = self.nodes[-1] if self.nodes else None
         if node is None or node.op != "pad" or self.vals[n.output[0]] != node.name or self.boff:

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import BadInput
-from .spec import Box, Case, Disjunct, LpBall, Spec
+from ..errors import BadInput
+from ..spec import Box, Case, Disjunct, LpBall, Spec
 
 __all__ = ["read_vnnlib", "parse_vnnlib", "format_vnnlib", "read_counterexample", "parse_counterexample",
            "format_counterexample", "MAX_TERMS"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import UnsupportedOp
-from .ir import Network, Node
+from ..errors import UnsupportedOp
+from ..ir import Network, Node
 
 
 class Residual(nn.Module):
@@ -93,7 +93,7 @@ class _Builder:
         else:
             raise UnsupportedOp(f"torch module {type(m).__name__} has no IR import rule")
         y = self.nodes[-1]
-        from .ops import apply_op
+        from ..ops import apply_op
         return out, tuple(apply_op(y, [torch.zeros((1, *shape))] * len(y.inputs)).shape[1:])
 
 

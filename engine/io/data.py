@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import BadInput
+from ..errors import BadInput
 
 
 

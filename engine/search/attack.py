@@ -10,7 +10,7 @@ import time
 import torch
 
 from .optim import Adam
-from .spec import Case
+from ..spec import Case
 
 
 def pgd_case(network, case: Case, restarts: int = 32, steps: int = 60, seed: int = 0,

@@ -30,7 +30,7 @@ import time
 import numpy as np
 import torch
 
-from .mlp import mlp_chain
+from ..mlp import mlp_chain
 
 MARGIN_REL = 1e-5          # see module docstring
 MIN_SOLVE_SECONDS = 0.05   # do not start HiGHS with less time than this
@@ -46,7 +46,7 @@ MIP_HEURISTIC_EFFORT = 0.0 # HiGHS primal heuristics off: MILPs here mostly prov
 # ------------------------------------------------------------------------------------------------- bounds
 
 def _widen(lo, hi):
-    from .numerics import widen
+    from ..numerics import widen
     lo_t, hi_t = widen(torch.as_tensor(lo), torch.as_tensor(hi))
     return lo_t.numpy(), hi_t.numpy()
 
@@ -61,7 +61,7 @@ def preactivation_bounds(layers, lo: np.ndarray, hi: np.ndarray, method: str = "
     hidden = None
     if method in ("crown", "alpha") and len(layers) > 1:
         try:
-            from .kernels.linear_bounds import crown_mlp
+            from ..kernels.linear_bounds import crown_mlp
             Ws = [torch.as_tensor(W) for W, _ in layers]
             bs = [torch.as_tensor(b) for _, b in layers]
             lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
@@ -91,7 +91,7 @@ def preactivation_bounds(layers, lo: np.ndarray, hi: np.ndarray, method: str = "
 def _crown_rows(layers, lo, hi, C, d):
     """Sound, widened CROWN bounds of C f(x) + d over the box, or (None, None) when the kernel is unavailable."""
     try:
-        from .kernels.linear_bounds import crown_mlp
+        from ..kernels.linear_bounds import crown_mlp
         cl, cu = crown_mlp(torch.as_tensor(lo)[None], torch.as_tensor(hi)[None],
                            [torch.as_tensor(W) for W, _ in layers], [torch.as_tensor(b) for _, b in layers],
                            torch.as_tensor(C))
@@ -105,7 +105,7 @@ def _alpha_refutes(layers, lo, hi, pre, C, d, weights: bool = False):
     bounds `pre`) proves the conjunction {C f(x) + d >= 0} empty on the box; with weights=True also the row
     weights lam [m] (numpy) it found (any non-negative weights give a sound single-row relaxation)."""
     from nncert.plugins.crown.alpha import optimise_conjunctions
-    from .numerics import refuted_combination, widen
+    from ..numerics import refuted_combination, widen
     Ws = [torch.as_tensor(W) for W, _ in layers]
     bs = [torch.as_tensor(b) for _, b in layers]
     inter = torch.as_tensor(np.concatenate([np.r_[l, u] for l, u in pre]))[None]
@@ -118,7 +118,7 @@ def _alpha_refutes(layers, lo, hi, pre, C, d, weights: bool = False):
 
 
 def _relu_bab_refutes(layers, lo, hi, pre, A, c, lam, deadline, on_points):
-    """engine.relu_bab on the row lam . (A h + c) (h the last hidden vector): ("unsat"|"sat"|..., cex, stats)."""
+    """engine.search.relu_bab on the row lam . (A h + c) (h the last hidden vector): ("unsat"|"sat"|..., cex, stats)."""
     from .relu_bab import relu_split_bab
     Ws = [torch.as_tensor(W) for W, _ in layers]
     bs = [torch.as_tensor(b) for _, b in layers]
@@ -417,9 +417,9 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
 
     deadline: absolute time.perf_counter() value, respected by every stage. bounds_domain: "alpha" (default),
     "crown" or "ibp" for the starting pre-activation bounds (preactivation_bounds). attack: first spend up to
-    ATTACK_FRACTION of the time on PGD (engine.attack.pgd_case; pass False when the caller already ran it).
+    ATTACK_FRACTION of the time on PGD (engine.search.attack.pgd_case; pass False when the caller already ran it).
     relu_bab (with "alpha"): disjuncts alpha-CROWN leaves open first get ReLU-split branch and bound
-    (engine.relu_bab), RELU_BAB_FRACTION of the time left shared among them. tighten: LP-tighten the bounds of
+    (engine.search.relu_bab), RELU_BAB_FRACTION of the time left shared among them. tighten: LP-tighten the bounds of
     layers 2.. with dual-certified bounds (lp_dual_bound), up to TIGHTEN_FRACTION of the time left, before the
     MILPs of the disjuncts still open.
     Returns (verdict in {"sat", "unsat", "unknown", "timeout"}, counterexample dict or None, stats dict).
@@ -427,7 +427,7 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
     Networks other than linear/relu chains (reshape and elementwise affine allowed) and input sets other than
     boxes / l_inf balls give "unknown" at once.
     """
-    from .counterexample import recheck
+    from ..counterexample import recheck
     t0 = time.perf_counter()
     stats = {"milps": 0, "binaries": 0, "refuted": 0, "lps": 0, "seconds": 0.0}
 

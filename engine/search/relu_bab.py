@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from .numerics import widen
+from ..numerics import widen
 from .optim import Adam
 
 ITERS, LR = 12, 0.1

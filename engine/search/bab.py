@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .numerics import refuted
-from .spec import Spec
+from ..numerics import refuted
+from ..spec import Spec
 
 SB_DIMS = 8   # inputs tried per split (strong branching)
 
