@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from .. import deadline
 from ..numerics import widen
 from .optim import Adam
 
@@ -76,6 +77,33 @@ def _lower(dom, alphas, betas, Ws, bs, row, const, mid, rad, scores=False):
     return lb, out[::-1], x_star
 
 
+def ascend(bound, params, iters: int = ITERS, lr: float = LR):
+    """Maximise a batch of sound lower bounds over their free parameters by Adam.
+
+    bound(final) -> lower bounds [D] (final=False, differentiable in params) or (lower bounds, extra) (final=True,
+    the last evaluation, without gradients). Returns (the best bound of each subdomain over all evaluations,
+    extra). Checks the deadline of engine.deadline before each step."""
+    opt = Adam(params, lr)
+    best = None
+    with torch.enable_grad():
+        for _ in range(iters):
+            deadline.check()
+            lb = bound(False)
+            best = lb.detach() if best is None else torch.maximum(best, lb.detach())
+            grads = torch.autograd.grad(lb.sum(), params, allow_unused=True)
+            opt.step([torch.zeros_like(q) if g is None else -g for q, g in zip(params, grads)])
+    with torch.no_grad():
+        lb, *extra = bound(True)
+    return (lb if best is None else torch.maximum(best, lb)), extra
+
+
+def open_subdomains(best, x_star, is_cex):
+    """(open [D] bool, counterexample or None): subdomains whose widened bound (of -(objective)) does not refute
+    them, and the caller's re-check of their bound-minimising points x_star [D, n]."""
+    open_ = widen(-best, -best)[1] >= 0       # sound upper bound of the objective per subdomain
+    return open_, (is_cex(x_star[open_]) if bool(open_.any()) else None)
+
+
 def _interval_forward(dom, Ws, bs, first):
     """Re-tighten hidden bounds of layers > first by interval arithmetic from layer `first` (intersected)."""
     for j in range(first + 1, len(Ws) - 1):
@@ -118,22 +146,13 @@ def relu_split_bab(Ws, bs, lo, hi, pre, row, const, deadline: float, is_cex, bat
         stats["domains"] += len(dom)
         alphas = [a.clone().requires_grad_(True) for a in dom.alpha]
         betas = [b.clone().requires_grad_(True) for b in dom.beta]
-        opt = Adam(alphas + betas, LR)
-        best = torch.full((len(dom),), -float("inf"), dtype=dt)
-        for it in range(ITERS):
-            lb = _lower(dom, alphas, betas, Ws, bs, row, const, mid, rad)
-            best = torch.maximum(best, lb.detach())
-            opt.step([-g for g in torch.autograd.grad(lb.sum(), alphas + betas)])
-        with torch.no_grad():
-            lb, scores, x_star = _lower(dom, alphas, betas, Ws, bs, row, const, mid, rad, scores=True)
-            best = torch.maximum(best, lb)
-        ub = widen(-best, -best)[1]                       # sound upper bound of row . h + const per subdomain
-        open_ = ub >= 0
-        if not bool(open_.any()):
-            continue
-        cex = is_cex(x_star[open_])
+        best, (scores, x_star) = ascend(
+            lambda final: _lower(dom, alphas, betas, Ws, bs, row, const, mid, rad, scores=final), alphas + betas)
+        open_, cex = open_subdomains(best, x_star, is_cex)
         if cex is not None:
             return "sat", cex, stats
+        if not bool(open_.any()):
+            continue
         dom, dep, scores = dom.take(open_), dep[open_], [s[open_] for s in scores]
         dom.alpha = [a.detach()[open_] for a in alphas]
         dom.beta = [b.detach()[open_] for b in betas]

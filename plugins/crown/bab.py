@@ -27,17 +27,13 @@ import time
 
 import torch
 
-from nncert.engine import deadline as dl
-from nncert.engine.numerics import widen
 from nncert.engine.propagate import backward, forward
-from nncert.engine.search.optim import Adam
+from nncert.engine.search.relu_bab import ascend, open_subdomains
 
 from . import relax as rx
 from .propagate import Ctx
 from .rules import _sum_rest
 from .window import dense
-
-ITERS, LR = 12, 0.1
 
 
 def _relu_inputs(network):
@@ -100,16 +96,19 @@ class _Pass:
         self.scores[z] = torch.where(unstable[:, None], -neg * cu[:, None], torch.zeros_like(neg))[:, 0].detach()
         return [x], _sum_rest(neg * cu[:, None])
 
-    def lower(self, row, const, lo, hi):
-        """(lower bound [D] of -(row . f(x) + const) over the box, minimising input point [D, n])."""
+    def lower(self, row, const, lo, hi, point: bool = True):
+        """Lower bound [D] of -(row . f(x) + const) over the box, and with `point` the input point [D, n]
+        minimising its final linear bound."""
         D = self.ctx.batch
         A = -row.reshape(1, 1, *self.network.output_shape).expand(D, 1, *self.network.output_shape)
         L, bias = backward(self.network, self.network.output, A, self.rule_for, self.ctx)
         if L is None:
-            return bias[:, 0] - const, lo.expand(D, -1)
-        L = dense(L).reshape(D, -1)
-        x = torch.where(L > 0, lo, hi)
-        return (L * x).sum(1) + bias[:, 0] - const, x.detach()
+            lb, x = bias[:, 0] - const, lo.expand(D, -1)
+        else:
+            L = dense(L).reshape(D, -1)
+            x = torch.where(L > 0, lo, hi)
+            lb = (L * x).sum(1) + bias[:, 0] - const
+        return (lb, x.detach()) if point else lb
 
 
 def relu_split_bab(network, root, box, row, const, deadline: float, is_cex, ops, rule_for, interval_rule_for,
@@ -155,25 +154,12 @@ def relu_split_bab(network, root, box, row, const, deadline: float, is_cex, ops,
         b = {z: beta[z][take].clone().requires_grad_(True) for z in relus}
         p = _Pass(network, bounds, {z: v for z, v in splits.items() if bool(v.any())}, a, b, ops, rule_for, dt)
         params = [a[z] for z in relus] + [b[z] for z in p.splits]
-        opt = Adam(params, LR)
-        best = torch.full((D,), -math.inf, dtype=dt)
-        with torch.enable_grad():
-            for _ in range(ITERS):
-                dl.check()
-                lb, _ = p.lower(row, const, lo_in, hi_in)
-                best = torch.maximum(best, lb.detach())
-                grads = torch.autograd.grad(lb.sum(), params, allow_unused=True)
-                opt.step([torch.zeros_like(q) if g is None else -g for q, g in zip(params, grads)])
-        with torch.no_grad():
-            lb, x_star = p.lower(row, const, lo_in, hi_in)
-            best = torch.maximum(best, lb)
-        ub = widen(-best, -best)[1]                  # sound upper bound of row . f + const per subdomain
-        open_ = ub >= 0
-        if not bool(open_.any()):
-            continue
-        cex = is_cex(x_star[open_])
+        best, (x_star,) = ascend(lambda final: p.lower(row, const, lo_in, hi_in, final), params)
+        open_, cex = open_subdomains(best, x_star, is_cex)
         if cex is not None:
             return "sat", cex, stats
+        if not bool(open_.any()):
+            continue
         keep = open_.nonzero().flatten()
         flat_scores = torch.cat([p.scores[z][keep].reshape(len(keep), -1) for z in relus], 1)
         unstable = torch.cat([((bounds[z][0] < 0) & (bounds[z][1] > 0))[keep].reshape(len(keep), -1)
