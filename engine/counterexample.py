@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .spec import Box, Spec
+from .spec import Box, Case, Spec
 
 
 def run_model(network, x: torch.Tensor) -> torch.Tensor:
@@ -17,29 +17,40 @@ def run_model(network, x: torch.Tensor) -> torch.Tensor:
         return network.to(torch.float32).forward_flat(x.to(torch.float32)).to(torch.float64)
 
 
-def to_float32_inside(x: torch.Tensor, box: Box) -> torch.Tensor:
-    """Round flat points to float32 (what the model consumes), nudged by one ulp back inside the box when
-    rounding left it; returned as float64 holding float32 values."""
-    x32 = x.to(torch.float32)
-    up = torch.nextafter(x32, torch.full_like(x32, float("inf")))
-    down = torch.nextafter(x32, torch.full_like(x32, -float("inf")))
-    x32 = torch.where(x32.double() < box.lower, up, x32)
-    x32 = torch.where(x32.double() > box.upper, down, x32)
-    return x32.to(torch.float64)
+def to_model_precision(x: torch.Tensor, region, dtype: torch.dtype = torch.float32):
+    """(points, region): flat points x [N, n] rounded to the precision `dtype` the model consumes, and the region
+    they are checked against.
+
+    A model that consumes `dtype` computes f(round(x)) for every real input x. Rounding to nearest is monotone, so
+    for a box [lo, hi] the rounded inputs fill exactly [round(lo), round(hi)]: a point there is what the model sees
+    for some real point of the box, and the points are clamped into it (a box narrower than one ulp, e.g. a
+    fixed input given in decimal, has no representable point of its own). Other regions keep their exact
+    membership; points are only nudged back into their bounding box. Returned as float64."""
+    xr = x.to(dtype)
+    if isinstance(region, Box):
+        lo, hi = region.lower.to(dtype), region.upper.to(dtype)
+        region = Box(lo.to(torch.float64), hi.to(torch.float64))
+        return torch.minimum(torch.maximum(xr, lo), hi).to(torch.float64), region
+    box = region.bounding_box()
+    up = torch.nextafter(xr, torch.full_like(xr, float("inf")))
+    down = torch.nextafter(xr, torch.full_like(xr, -float("inf")))
+    xr = torch.where(xr.double() < box.lower, up, xr)
+    xr = torch.where(xr.double() > box.upper, down, xr)
+    return xr.to(torch.float64), region
 
 
 def recheck(network, spec: Spec, x: torch.Tensor) -> dict | None:
     """The first of the candidate flat inputs x [N, n] that is a true counterexample on the real model, or None.
 
-    x is rounded to float32 (the precision the model consumes, kept inside each region's box), then must lie in
-    an input region and its real output (onnxruntime for ONNX models) must satisfy a disjunct exactly.
+    x is rounded to the precision the model consumes (to_model_precision), must then lie in an input region (as
+    the model sees it) and its real output (onnxruntime for ONNX models) must satisfy a disjunct exactly.
     """
     for case in spec.cases:
-        x32 = to_float32_inside(x, case.input_set.bounding_box())
-        y = run_model(network, x32)
-        ok = Spec([case], spec.n_inputs, spec.n_outputs).unsafe(x32, y)
+        xr, region = to_model_precision(x, case.input_set, getattr(network, "input_dtype", torch.float32))
+        y = run_model(network, xr)
+        ok = Spec([Case(region, case.disjuncts)], spec.n_inputs, spec.n_outputs).unsafe(xr, y)
         idx = ok.nonzero().flatten()
         if len(idx):
             i = int(idx[0])
-            return {"x": x32[i].tolist(), "y": y[i].tolist()}
+            return {"x": xr[i].tolist(), "y": y[i].tolist()}
     return None

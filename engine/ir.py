@@ -38,13 +38,14 @@ class Network:
     """
 
     def __init__(self, input_name: str, input_shape: tuple[int, ...], nodes: list[Node], output: str | None = None,
-                 source: str | None = None, onnx_bytes: bytes | None = None):
+                 source: str | None = None, onnx_bytes: bytes | None = None, input_dtype: torch.dtype = torch.float32):
         self.input_name = input_name
         self.input_shape = tuple(int(s) for s in input_shape)
         self.nodes = list(nodes)
         self.output = output if output is not None else (self.nodes[-1].name if self.nodes else input_name)
         self.source = source
         self.onnx_bytes = onnx_bytes  # the original model, for re-checking counterexamples with onnxruntime
+        self.input_dtype = input_dtype  # the precision the model consumes its input in
         ops = op_table()
         for node in self.nodes:
             if node.op not in ops:

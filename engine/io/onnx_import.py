@@ -36,6 +36,8 @@ from ..ops import apply_op
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "float64",
                 onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
+_INPUT_DTYPES = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.DOUBLE: torch.float64,
+                 onnx.TensorProto.FLOAT16: torch.float16, onnx.TensorProto.BFLOAT16: torch.bfloat16}
 
 
 def exact_param(v) -> torch.Tensor:
@@ -247,7 +249,8 @@ class OnnxContext:
             res = self.emit(g.node[-1] if len(g.node) else helper.make_node("Identity", [inp.name], [out]),
                             "reshape", [res], attrs={"shape": shape}, base=out)
         self.check_output_shape(g.output[0], self.shapes[res])
-        return Network(inp.name, shape, self.nodes, res, source=self.path, onnx_bytes=self.data)
+        return Network(inp.name, shape, self.nodes, res, source=self.path, onnx_bytes=self.data,
+                       input_dtype=_INPUT_DTYPES[inp.type.tensor_type.elem_type])
 
     def tensor(self, t: onnx.TensorProto, what: str) -> np.ndarray:
         if t.data_location == onnx.TensorProto.EXTERNAL:
