@@ -16,6 +16,7 @@ import torch
 from scipy.optimize import linprog
 from torch import nn
 
+from nncert.engine.counterexample import to_model_precision
 from nncert.engine.io.data import shared_dir
 from nncert.engine.search.milp import milp_verify, preactivation_bounds
 from nncert.engine.mlp import mlp_chain
@@ -112,7 +113,7 @@ def test_verdict_agrees_with_exact_enumeration(seed, relu_bab):
             assert st["by"] != "relu-bab"
         if verdict == "sat":
             x = torch.tensor(cex["x"], dtype=torch.float64)
-            assert bool(Box(lo, hi).contains(x[None])[0])
+            assert bool(to_model_precision(x[None], Box(lo, hi))[1].contains(x[None])[0])  # as the model sees it
             y = net.to(torch.float32)(x[None].float()).double()[0]
             assert float((C @ y.numpy() + d).min()) >= 0
 
@@ -189,7 +190,7 @@ def test_mnist_fc_never_contradicts_truth():
     if root is None:
         pytest.skip("shared data (/work/shared) not found")
     from nncert.engine.io.onnx_import import load_onnx
-    from nncert.engine.counterexample import recheck as verify_recheck
+    from nncert.engine.counterexample import to_model_precision, recheck as verify_recheck
     from nncert.engine.io.vnnlib import read_vnnlib
     bench = root / "benchmarks" / "mnist_fc"
     rows = [r for r in csv.DictReader(open(bench / "truth.csv")) if "256x2" in r["onnx"]]
