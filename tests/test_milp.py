@@ -261,3 +261,12 @@ def test_spec_naming_fewer_outputs_and_no_deadline():
         spec = Spec([Case(Box(lo, hi), [Disjunct(C, np.array([s - opt]))])], 4, 2)
         for attack in (True, False):
             assert milp_verify(net, spec, float("inf"), attack=attack)[0] == want
+
+
+def test_highs_banner_kept_off_stdout():
+    """`--json` output on stdout must stay parseable: HiGHS's construction banner is muted."""
+    import subprocess
+    import sys
+    code = "import highspy; from nncert.engine.search.milp import _quiet; _quiet(highspy.Highs); print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout == "ok\n", out.stdout

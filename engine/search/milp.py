@@ -25,6 +25,7 @@ convention as the bound domains (engine/verify.py).
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -129,6 +130,20 @@ def _relu_bab_refutes(layers, lo, hi, pre, A, c, lam, deadline, on_points):
 
 # ------------------------------------------------------------------------------------------------- encoding
 
+def _quiet(make):
+    """make() with the process's standard output muted: HiGHS prints its banner on the C level while a Highs is
+    constructed, before output_flag can be set, which would corrupt `--json` output on stdout."""
+    sys.stdout.flush()
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        return make()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+
+
 class _Encoding:
     """Columns and rows of the network encoding (without the objective), in CSR form for HiGHS; layers are added
     one at a time (LP tightening of layer k needs the encoding of layers < k)."""
@@ -177,7 +192,7 @@ class _Encoding:
     def highs(self, integer: bool, threads: int = 1):
         """A Highs instance holding this encoding (binaries relaxed to [0, 1] unless integer)."""
         import highspy
-        h = highspy.Highs()
+        h = _quiet(highspy.Highs)
         h.setOptionValue("output_flag", bool(os.environ.get("NNCERT_MILP_LOG")))
         h.setOptionValue("threads", threads)
         h.setOptionValue("random_seed", 0)
