@@ -38,6 +38,17 @@ def check_compatible(network, spec: Spec) -> None:
                        spec.source)
 
 
+def free_inputs(spec: Spec) -> int:
+    """The most inputs any region lets vary: widths below 1e-9 of the region's widest (e.g. an input fixed at a
+    decimal, read as a sliver one rounding wide) do not count. Input splitting pays when this is small."""
+    most = 0
+    for case in spec.cases:
+        box = case.input_set.bounding_box()
+        w = box.upper - box.lower
+        most = max(most, int((w > 1e-9 * float(w.max())).sum()) if w.numel() and float(w.max()) > 0 else 0)
+    return most
+
+
 def candidate_points(box: Box, n_random: int, generator: torch.Generator) -> torch.Tensor:
     """Centre, corners (all when n <= 10, else random ones) and uniform random points of a box, [N, n]."""
     lo, hi = box.lower, box.upper
@@ -93,7 +104,7 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
     """Decide the spec on the network with the named domain (or "auto": cheap sound domains first).
 
     Stages, each skipped once the time budget is spent: sampling attack; one bounding pass per domain; PGD; then
-    complete search: input-splitting branch and bound (inputs of dimension <= BAB_MAX_INPUTS) or, above that, MILP
+    complete search: input-splitting branch and bound (at most BAB_MAX_INPUTS free inputs) or, above that, MILP
     for ReLU MLPs (engine.search.milp) and ReLU-split branch and bound through the domain for every other network
     (engine.search.splits). Without a timeout the complete search gets DEFAULT_BAB_SECONDS.
     """
@@ -127,7 +138,7 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
             return done(Verdict.TIMEOUT, None)
         if proved:
             return done(Verdict.UNSAT, d.name)
-    low_dim = network.n_inputs <= BAB_MAX_INPUTS
+    low_dim = free_inputs(spec) <= BAB_MAX_INPUTS
     if attack:
         from .search.attack import pgd_case
         now = time.perf_counter()
@@ -157,8 +168,10 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
             deadline = t0 + DEFAULT_BAB_SECONDS
         from .search.attack import pgd_case
 
-        def strong_attack(case):
-            cand = pgd_case(network, case, restarts=8 * PGD_RESTARTS, steps=PGD_STEPS, seed=1, deadline=deadline)
+        def strong_attack(case):  # at most PGD_FRACTION of the time left: the search itself must not starve
+            now = time.perf_counter()
+            cand = pgd_case(network, case, restarts=8 * PGD_RESTARTS, steps=PGD_STEPS, seed=1,
+                            deadline=min(deadline, now + PGD_FRACTION * (deadline - now)))
             return recheck(network, spec, cand) if len(cand) else None
         out = input_split_bab(domains, network, spec, deadline, lambda x: recheck(network, spec, x),
                               attack=strong_attack if attack else None)
