@@ -63,10 +63,13 @@ def candidate_points(box: Box, n_random: int, generator: torch.Generator) -> tor
     return torch.cat(pts)
 
 
-def falsify(network, spec: Spec, n_random: int = 1000, seed: int = 0) -> dict | None:
-    """Cheap search for a counterexample; returns {"x", "y"} re-checked on the real model, or None."""
+def falsify(network, spec: Spec, n_random: int = 1000, seed: int = 0, deadline: float = float("inf")) -> dict | None:
+    """Cheap search for a counterexample; returns {"x", "y"} re-checked on the real model, or None. Stops at
+    `deadline` (time.perf_counter()), checked before each input region."""
     g = torch.Generator().manual_seed(seed)
     for case in spec.cases:
+        if time.perf_counter() > deadline:
+            return None
         box = case.input_set.bounding_box()
         x = candidate_points(box, n_random, g)
         x = x[case.input_set.contains(x)]
@@ -124,8 +127,8 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
     def done(verdict, by, cex=None, **evidence):
         return Result(verdict, domain, time.perf_counter() - t0, cex, evidence={"by": by, **evidence})
 
-    if attack:
-        cex = falsify(network, spec)
+    if attack:   # sampling: at most PGD_FRACTION of the budget (many input regions make it long)
+        cex = falsify(network, spec, deadline=t0 + PGD_FRACTION * (deadline - t0))
         if cex is not None:
             return done(Verdict.SAT, "sampling", cex)
     for d in domains:
@@ -144,6 +147,8 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
         now = time.perf_counter()
         stop = min(deadline, now + PGD_FRACTION * (deadline - now)) if timeout is not None else deadline
         for case in spec.cases:
+            if time.perf_counter() > stop:
+                break
             cand = pgd_case(network, case, restarts=PGD_RESTARTS if low_dim else PGD_RESTARTS_HIGH_DIM,
                             steps=PGD_STEPS, deadline=stop)
             if len(cand):
