@@ -178,8 +178,12 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
             cand = pgd_case(network, case, restarts=8 * PGD_RESTARTS, steps=PGD_STEPS, seed=1,
                             deadline=min(deadline, now + PGD_FRACTION * (deadline - now)))
             return recheck(network, spec, cand) if len(cand) else None
-        out = input_split_bab(domains, network, spec, deadline, lambda x: recheck(network, spec, x),
-                              attack=strong_attack if attack else None)
+        try:
+            with within(deadline):  # a bounding pass past the deadline stops inside (engine/deadline.py)
+                out = input_split_bab(domains, network, spec, deadline, lambda x: recheck(network, spec, x),
+                                      attack=strong_attack if attack else None)
+        except OutOfTime:
+            return done(Verdict.TIMEOUT if timeout is not None else Verdict.UNKNOWN, "bab+" + "+".join(names))
         if out.verdict in ("sat", "unsat"):
             return done(Verdict(out.verdict), "bab+" + "+".join(names), out.counterexample, boxes=out.boxes,
                         depth=out.max_depth)
