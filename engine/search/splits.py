@@ -21,30 +21,40 @@ def split_search(domains, network, spec, deadline: float, recheck) -> tuple[str,
     stats = {"domains": 0, "disjuncts": 0}  # subdomains bounded, disjuncts decided
     net = network.to(torch.float64)
     todo = [(ci, dj) for ci, case in enumerate(spec.cases) for dj in case.disjuncts]
-    verdict = "unsat"
     roots: dict[int, object] = {}
-    for k, (ci, dj) in enumerate(todo):
-        now = time.perf_counter()
-        if now > deadline:
-            return "timeout", None, stats
-        share = now + (deadline - now) / (len(todo) - k)   # the time left, split evenly over what is left
-        try:
-            with within(deadline):
-                if ci not in roots:
-                    box = spec.cases[ci].input_set.bounding_box()
-                    roots[ci] = next(((d, s) for d in domains
-                                      if (s := d.bab_root(net, box.lower[None], box.upper[None])) is not None), None)
-                if roots[ci] is None:
-                    return "unknown", None, {**stats, "reason": "no domain offers branch and bound"}
-                d, state = roots[ci]
-                v, cex, st = d.branch_and_bound(state, dj.C.to(torch.float64), dj.d.to(torch.float64), share,
-                                                lambda x: recheck(network, spec, x))
-        except OutOfTime:
-            return "timeout", None, stats
-        stats["domains"] += st.get("domains", 0)
-        stats["disjuncts"] += 1
-        if v == "sat":
-            return "sat", cex, stats
-        if v != "unsat":
-            verdict = "unknown" if v == "unknown" or verdict == "unknown" else "timeout"
-    return verdict, None, stats
+    # two rounds: first every disjunct gets half its even share of the time (most close at or near the root),
+    # then the ones still open share all that is left
+    for share in (0.5, 1.0):
+        still = []
+        for k, (ci, dj) in enumerate(todo):
+            now = time.perf_counter()
+            if now > deadline:
+                return "timeout", None, stats
+            until = now + share * (deadline - now) / (len(todo) - k)
+            try:
+                with within(deadline):
+                    if ci not in roots:
+                        box = spec.cases[ci].input_set.bounding_box()
+                        roots[ci] = next(((d, s) for d in domains
+                                          if (s := d.bab_root(net, box.lower[None], box.upper[None])) is not None),
+                                         None)
+                    if roots[ci] is None:
+                        return "unknown", None, {**stats, "reason": "no domain offers branch and bound"}
+                    d, state = roots[ci]
+                    v, cex, st = d.branch_and_bound(state, dj.C.to(torch.float64), dj.d.to(torch.float64), until,
+                                                    lambda x: recheck(network, spec, x))
+            except OutOfTime:
+                return "timeout", None, stats
+            stats["domains"] += st.get("domains", 0)
+            if v == "sat":
+                return "sat", cex, stats
+            if v == "unsat":
+                stats["disjuncts"] += 1
+            elif v == "unknown":   # the domain cannot decide it (not a matter of time)
+                return "unknown", None, {**stats, "reason": st.get("reason")}
+            else:
+                still.append((ci, dj))
+        if not still:
+            return "unsat", None, stats
+        todo = still
+    return "timeout", None, stats
