@@ -1,6 +1,5 @@
 """Counterexample re-check: points are judged as the model sees them (rounded to the precision it consumes)."""
 import numpy as np
-import pytest
 import torch
 from torch import nn
 

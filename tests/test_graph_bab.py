@@ -78,12 +78,10 @@ def test_graph_bab_decides_like_enumeration(seed, eps):
     _, crown_hi = crown.bounds(net, lo, hi, row[None])
     gap = float(crown_hi[0, 0]) - top
     assert gap >= -1e-9                      # CROWN is sound
-    checked = []
 
     def is_cex(x):
         y = net.forward_flat(x)
         hit = (y @ row + const) >= 0
-        checked.append(bool(hit.any()))
         return {"x": x[hit][0], "y": y[hit][0]} if bool(hit.any()) else None
 
     for margin, want in ((0.2, "unsat"), (-0.2, "sat")):

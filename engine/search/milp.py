@@ -269,7 +269,6 @@ def lp_dual_bound(c, y, A, rlo, rhi, clo, chi) -> float:
 def tighten_layer(enc, W, b, l, u, deadline, threads=1):
     """LP-tightened bounds of z = W h + b over the LP relaxation of enc (binaries relaxed), for the neurons that
     are unstable under (l, u); every new bound is certified by lp_dual_bound, then intersected with (l, u)."""
-    import highspy
     l, u = l.copy(), u.copy()
     todo = np.nonzero((l < 0) & (u > 0))[0]
     if not len(todo):

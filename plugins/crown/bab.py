@@ -27,6 +27,7 @@ import time
 
 import torch
 
+from nncert.engine import memory
 from nncert.engine.propagate import backward, forward
 from nncert.engine.search.relu_bab import ascend, open_subdomains
 
@@ -45,14 +46,16 @@ def _sub_bounds(network, root, box, splits, interval_rule_for):
     """Bounds {name: (lo, hi) [D, *shape]} of D subdomains: the root's, split inputs cut at 0, intervals re-run."""
     D = next(iter(splits.values())).shape[0] if splits else 1
 
-    def on_node(node, b):
-        rl, ru = root[node.name]
-        lo, hi = torch.maximum(b[0], rl), torch.minimum(b[1], ru)
-        s = splits.get(node.name)
+    def cut(name, lo, hi):
+        s = splits.get(name)
         if s is not None:
             lo = torch.where(s > 0, lo.clamp(min=0), lo)
             hi = torch.where(s < 0, hi.clamp(max=0), hi)
         return lo, hi
+
+    def on_node(node, b):
+        rl, ru = root[node.name]
+        return cut(node.name, torch.maximum(b[0], rl), torch.minimum(b[1], ru))
 
     def rule(node, boxes):
         r = interval_rule_for(node)
@@ -60,9 +63,9 @@ def _sub_bounds(network, root, box, splits, interval_rule_for):
             return tuple(v.expand(D, *v.shape[1:]) for v in root[node.name])
         return r(node, boxes)
 
-    lo, hi = box
-    return forward(network, (lo.expand(D, *lo.shape[1:]), hi.expand(D, *hi.shape[1:])), lambda node: rule,
-                   on_node=on_node)
+    lo, hi = box   # a ReLU may read the network input itself: its splits cut the input box
+    box = cut(network.input_name, lo.expand(D, *lo.shape[1:]), hi.expand(D, *hi.shape[1:]))
+    return forward(network, box, lambda node: rule, on_node=on_node)
 
 
 class _Pass:
@@ -96,10 +99,11 @@ class _Pass:
         self.scores[z] = torch.where(unstable[:, None], -neg * cu[:, None], torch.zeros_like(neg))[:, 0].detach()
         return [x], _sum_rest(neg * cu[:, None])
 
-    def lower(self, row, const, lo, hi, point: bool = True):
-        """Lower bound [D] of -(row . f(x) + const) over the box, and with `point` the input point [D, n]
-        minimising its final linear bound."""
+    def lower(self, row, const, point: bool = True):
+        """Lower bound [D] of -(row . f(x) + const) over each subdomain's input box, and with `point` the input
+        point [D, n] minimising its final linear bound."""
         D = self.ctx.batch
+        lo, hi = (v.reshape(D, -1) for v in self.ctx.bounds[self.network.input_name])
         A = -row.reshape(1, 1, *self.network.output_shape).expand(D, 1, *self.network.output_shape)
         L, bias = backward(self.network, self.network.output, A, self.rule_for, self.ctx)
         if L is None:
@@ -120,12 +124,18 @@ def relu_split_bab(network, root, box, row, const, deadline: float, is_cex, ops,
     is_cex(x [K, n]) -> counterexample or None (the caller's re-check on the real model).
     Returns ("unsat" | "sat" | "timeout" | "unknown", counterexample or None, stats)."""
     dt = row.dtype
-    relus = sorted(set(_relu_inputs(network).values()), key=[n.name for n in network.nodes].index)
-    lo_in, hi_in = (v.reshape(1, -1) for v in box)
+    order = {network.input_name: -1} | {n.name: k for k, n in enumerate(network.nodes)}
+    relus = sorted(set(_relu_inputs(network).values()), key=order.__getitem__)
     stats = {"domains": 0, "max_depth": 0}
     if not relus:
         return "unknown", None, {**stats, "reason": "no ReLU to split"}
     shapes = {z: root[z][0].shape[1:] for z in relus}
+    # memory (engine/memory.py): a batch holds every value's bounds for each subdomain (two float64 tensors, a
+    # few working copies); a waiting subdomain holds its splits (int8), slopes and multipliers (float64)
+    values = network.n_inputs + sum(math.prod(n.shape) for n in network.nodes)
+    batch = max(1, min(batch, memory.budget() // (4 * 16 * values)))
+    per_domain = 17 * sum(math.prod(v) for v in shapes.values())
+    max_domains = min(max_domains, max(2 * batch, memory.budget() // per_domain))
     zeros = {z: torch.zeros(1, *shapes[z], dtype=dt) for z in relus}
     start = {"s": {z: torch.zeros(1, *shapes[z], dtype=torch.int8) for z in relus},
              "alpha": {z: (root[z][1] >= -root[z][0]).to(dt) for z in relus},
@@ -154,7 +164,7 @@ def relu_split_bab(network, root, box, row, const, deadline: float, is_cex, ops,
         b = {z: beta[z][take].clone().requires_grad_(True) for z in relus}
         p = _Pass(network, bounds, {z: v for z, v in splits.items() if bool(v.any())}, a, b, ops, rule_for, dt)
         params = [a[z] for z in relus] + [b[z] for z in p.splits]
-        best, (x_star,) = ascend(lambda final: p.lower(row, const, lo_in, hi_in, final), params)
+        best, (x_star,) = ascend(lambda final: p.lower(row, const, final), params)
         open_, cex = open_subdomains(best, x_star, is_cex)
         if cex is not None:
             return "sat", cex, stats

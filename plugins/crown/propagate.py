@@ -71,12 +71,19 @@ def backward_lower(network, target: str, A: torch.Tensor, ctx: Ctx, rule_for, co
 
 
 def _needs_bounds(network, rule_for) -> dict[str, list[str]]:
-    """{value name: ops of its consumers whose relaxation needs its bounds}."""
+    """{value name: ops of its consumers whose relaxation needs its bounds}.
+
+    A ReLU-like node whose own output needs bounds beyond their sign (e.g. it feeds a product) is not refined
+    itself: its input gets CROWN bounds for every neuron instead (marker "<op>-image"), and the image of those
+    under the monotone op is then at least as tight as CROWN's bound of the output (see hidden_bounds)."""
     out: dict[str, list[str]] = {}
     for node in network.nodes:
         if getattr(rule_for(node), "needs_bounds", False):
             for i in node.inputs:
                 out.setdefault(i, []).append(node.op)
+    for node in network.nodes:
+        if node.op in SIGN_ONLY and any(op not in SIGN_ONLY for op in out.get(node.name, ())):
+            out.setdefault(node.inputs[0], []).append(node.op + "-image")
     return out
 
 
@@ -118,8 +125,9 @@ def hidden_bounds(network, rule_for, interval_rule_for, ops, box_lo, box_hi, con
         return _refine(network, node, *box, needs[node.name], ctx, rule_for, concretize, chunk)
 
     def exact_interval(node):
-        """ReLU(x) with refined bounds [l, u] of x: [relu(l), relu(u)] is x's range mapped exactly, and CROWN's
-        own bound of relu(x) (the relaxation over [l, u] applied to the same linear bounds of x) is never tighter."""
+        """ReLU(x) with CROWN bounds [l, u] of every neuron of x (_needs_bounds asks for them when relu(x) needs
+        bounds): [relu(l), relu(u)] is their exact image, and CROWN's own bound of relu(x) (the relaxation over
+        [l, u] applied to the same linear bounds of x) is never tighter."""
         return node.op in SIGN_ONLY and node.inputs[0] in needs
 
     box = (box_lo.reshape(B, *network.input_shape), box_hi.reshape(B, *network.input_shape))
