@@ -57,11 +57,12 @@ def onnx_ops(path: Path) -> str:
         return f"? ({type(e).__name__})"
 
 
-# The child's own peak RSS: os.wait4 in this process would report at least our RSS (Linux carries the parent's
-# high-water mark across fork + exec), so a small launcher spawns the CLI and reports its wait4 rusage.
-_LAUNCH = ("import os, sys; pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ); f = open(sys.argv[1], 'w'); "
-           "f.write(f'{pid}\\n'); f.flush(); _, st, ru = os.wait4(pid, 0); "
-           "f.write(f'{ru.ru_maxrss} {os.waitstatus_to_exitcode(st)}\\n')")
+# Peak RSS of the CLI and of every process it waited for (e.g. its worker): os.wait4 in this process would report at
+# least our RSS (Linux carries the parent's high-water mark across fork + exec), so a small launcher spawns the CLI
+# and reports the largest of its waited descendants (RUSAGE_CHILDREN).
+_LAUNCH = ("import os, sys, resource; pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ); "
+           "f = open(sys.argv[1], 'w'); f.write(f'{pid}\\n'); f.flush(); _, st, ru = os.wait4(pid, 0); "
+           "f.write(f'{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {os.waitstatus_to_exitcode(st)}\\n')")
 
 
 def _vmhwm_kib(pid: int) -> float | None:
@@ -72,9 +73,9 @@ def _vmhwm_kib(pid: int) -> float | None:
         return None
 
 
-def run_bounds(onnx_path: Path, vnnlib: Path, domain: str, timeout: float) -> dict:
-    """Run the CLI in a child process: status, wall seconds, peak RSS, and the regions it bounded."""
-    cmd = CLI + [str(onnx_path), str(vnnlib), "--domain", domain, "--json"]
+def run_cli(cmd: list[str], timeout: float) -> dict:
+    """Run a command in a child process: exit code (None when killed at `timeout`), wall seconds, peak RSS (MiB,
+    the child's and its descendants'), stdout, stderr."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as info:
         t0 = time.perf_counter()
         p = subprocess.Popen([sys.executable, "-c", _LAUNCH, info.name] + cmd, stdout=out, stderr=err,
@@ -96,8 +97,17 @@ def run_bounds(onnx_path: Path, vnnlib: Path, domain: str, timeout: float) -> di
         else:
             code = p.returncode
         out.seek(0), err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    r = {"wall_s": wall, "peak_mib": None if peak_kib is None else peak_kib / 1024, "bound_s": None, "regions": None}
+        return {"code": None if timed_out else code, "wall_s": wall,
+                "peak_mib": None if peak_kib is None else peak_kib / 1024,
+                "stdout": out.read().decode(errors="replace"), "stderr": err.read().decode(errors="replace")}
+
+
+def run_bounds(onnx_path: Path, vnnlib: Path, domain: str, timeout: float) -> dict:
+    """Run the CLI in a child process: status, wall seconds, peak RSS, and the regions it bounded."""
+    run = run_cli(CLI + [str(onnx_path), str(vnnlib), "--domain", domain, "--json"], timeout)
+    code, wall, peak_mib, stdout, stderr = run["code"], run["wall_s"], run["peak_mib"], run["stdout"], run["stderr"]
+    timed_out = code is None
+    r = {"wall_s": wall, "peak_mib": peak_mib, "bound_s": None, "regions": None}
     if timed_out:
         r["status"] = "timeout"
     elif code != 0:

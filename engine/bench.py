@@ -1,7 +1,11 @@
 """`nncert bench`: verify every instance of a VNN-COMP-style CSV (onnx,vnnlib,timeout), appending one JSON line
 per finished instance, resumable, with an optional comparison against a truth.csv (column `answer`).
 
-A crash loses at most the instance in flight: each result is written and flushed as soon as it is known.
+Instances run in worker processes (engine/workers.py) under hard limits: a worker still running 0.5 s after its
+instance's timeout, or past the memory cap, is killed and the instance recorded as `timeout` / `unknown`; a worker
+that dies is replaced and its instance retried once, then recorded as `error`. Each record's `ended` says which
+("finished", "deadline", "memory", "died", "raised"). A crash of bench itself loses at most the instances in
+flight: each result is written and flushed as soon as it is known, and `--resume` drops a last line cut short.
 """
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ import csv
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from .errors import BadInput
@@ -69,6 +72,22 @@ def run_one(row: dict, domain: str) -> dict:
     return out
 
 
+def _drop_partial_line(out: Path) -> None:
+    """Cut a last line that a crash left without its newline (its instance runs again)."""
+    if not out.exists():
+        return
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(out, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def _killed_record(row: dict, ended: str, message: str, seconds: float) -> dict:
+    verdict = {"deadline": "timeout", "memory": "unknown"}.get(ended, "error")
+    return {"onnx": row["onnx"], "vnnlib": row["vnnlib"], "timeout": row["timeout"], "verdict": verdict,
+            "by": None, "error" if verdict == "error" else "reason": message, "seconds": seconds}
+
+
 def _done_keys(out: Path) -> set[tuple[str, str]]:
     keys = set()
     if out.exists():
@@ -91,6 +110,7 @@ def bench(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.resume:
         out.unlink()
+    _drop_partial_line(out)
     done = _done_keys(out) if args.resume else set()
     todo = [r for r in rows if (r["onnx"], r["vnnlib"]) not in done]
     cap = getattr(args, "max_timeout", None)
@@ -103,18 +123,16 @@ def bench(args) -> int:
         results = [json.loads(line) for line in out.read_text().splitlines() if line.strip().endswith("}")]
     with open(out, "a") as f, tqdm(total=len(rows), initial=len(rows) - len(todo), file=sys.stderr,
                                    disable=args.json, desc="bench") as bar:
-        def record(r):
+        from .memory import process_cap
+        from .workers import Job, run_jobs
+        jobs = [Job("nncert.engine.bench:run_one", (row, args.domain), seconds=row["timeout"], key=row) for row in todo]
+        for job, ended, value, peak, seconds in run_jobs(jobs, args.jobs, process_cap() // args.jobs):
+            r = value if ended == "finished" else _killed_record(job.key, ended, str(value), seconds)
+            r.update(ended=ended, peak_rss_mb=round(peak / 2 ** 20, 1))
             f.write(json.dumps(r) + "\n")
             f.flush()
             results.append(r)
             bar.update(1)
-        if args.jobs > 1:
-            with ProcessPoolExecutor(args.jobs) as ex:
-                for r in ex.map(run_one, todo, [args.domain] * len(todo)):
-                    record(r)
-        else:
-            for row in todo:
-                record(run_one(row, args.domain))
     return summarize(results, truth, args.json)
 
 

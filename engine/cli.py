@@ -8,7 +8,11 @@ from __future__ import annotations
 import argparse
 import enum
 import json
+import os
 import sys
+import time
+
+_STARTED = time.perf_counter()   # budgets count from process start (as VNN-COMP measures)
 
 from .errors import BadInput, NncertError
 
@@ -57,17 +61,30 @@ def cmd_domains(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .instance import verify_instance
-    res = verify_instance(args.model, args.spec, domain=args.domain, timeout=args.timeout)
+    from .instance import verify_bounded
+    if args.verbose:   # engine/progress.py, in this process and its worker
+        os.environ.update(NNCERT_VERBOSE="1", NNCERT_T0=repr(_STARTED))
+    res = verify_bounded(args.model, args.spec, domain=args.domain, timeout=args.timeout, started=_STARTED)
     if args.json:
-        _print_json(res.to_json())
+        _print_json(res)
     else:
-        print(res.verdict)
-        if res.counterexample is not None:
+        print(res["verdict"])
+        if res["counterexample"] is not None:
             from .io.vnnlib import format_counterexample
-            print(format_counterexample(res.counterexample["x"], res.counterexample["y"]))
-        print(f"domain={res.domain} seconds={res.seconds:.4f}")
+            print(format_counterexample(res["counterexample"]["x"], res["counterexample"]["y"]))
+        print(f"domain={res['domain']} seconds={res['seconds']:.4f}")
     return Exit.OK
+
+
+def _memory(s: str) -> str:
+    """--memory: validated, then handed to every stage (and worker) as NNCERT_MEMORY."""
+    from .memory import parse_size
+    try:
+        parse_size(s, "--memory")
+    except BadInput as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    os.environ["NNCERT_MEMORY"] = s
+    return s
 
 
 def cmd_bounds(args) -> int:
@@ -135,30 +152,39 @@ def _floats(s: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     p = _Parser(prog="nncert", description="Certify the robustness of neural networks.")
+    p.add_argument("--version", action="version", version=f"nncert {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("info", help="what was built and which kernels run")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.set_defaults(fn=cmd_info)
 
     s = sub.add_parser("domains", help="registered domains and the plugins that provide them")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.set_defaults(fn=cmd_domains)
 
     s = sub.add_parser("verify", help="decide an ONNX network against a VNN-LIB property: sat / unsat / unknown")
     s.add_argument("model")
     s.add_argument("spec")
     s.add_argument("--domain", default="auto", help="a bound domain, or auto (cheap domains first)")
-    s.add_argument("--timeout", type=_nonneg, default=None, help="seconds")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--timeout", type=_nonneg, default=None,
+                   help="seconds from process start; the verdict (timeout when nothing was decided) comes within "
+                        "timeout + 1 s. Without it bounding runs to the end and complete search stops after 60 s")
+    s.add_argument("--memory", type=_memory, metavar="SIZE",
+                   help="resident memory the work may use, e.g. 4G (default: 80%% of what is available); past it "
+                        "the answer is unknown")
+    s.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    s.add_argument("-v", "--verbose", action="store_true",
+                   help="stage progress on stderr (stage, open subdomains, best bound, elapsed seconds)")
     s.set_defaults(fn=cmd_verify)
 
     s = sub.add_parser("bounds", help="sound bounds of the network outputs over each input region of a spec")
     s.add_argument("model")
     s.add_argument("spec")
-    s.add_argument("--domain", default="ibp")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--domain", default="ibp", help="a bound domain (default: ibp; see `nncert domains`)")
+    s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.set_defaults(fn=cmd_bounds)
 
     s = sub.add_parser("certify", help="per-sample certificates on a dataset (liplt, gaussian/semantic smoothing)")
@@ -170,16 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--transform", help="semantic transform name (semantic-smoothing)")
     s.add_argument("--range", nargs=2, type=float, action="append", metavar=("LO", "HI"), dest="ranges",
                    help="parameter range, once per transform parameter in its order")
-    s.add_argument("--n0", type=int, default=100)
-    s.add_argument("--n", type=int, default=100000)
-    s.add_argument("--alpha", type=float, default=0.001)
-    s.add_argument("--batch", type=int, default=1000)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n0", type=int, default=100, help="smoothing: noise samples to select the top class (default 100)")
+    s.add_argument("--n", type=int, default=100000,
+                   help="smoothing: noise samples to estimate its probability (default 100000)")
+    s.add_argument("--alpha", type=float, default=0.001,
+                   help="smoothing: failure probability of each certificate (default 0.001)")
+    s.add_argument("--batch", type=int, default=1000, help="noise samples per forward pass (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same numbers")
     s.add_argument("--limit", type=int, default=None, help="certify only the first N samples")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="cpu", help="torch device for the forward passes, e.g. cuda (default cpu)")
     s.add_argument("--out", help="per-sample TSV file")
     s.add_argument("--plot", help="PNG of certified accuracy vs radius")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.set_defaults(fn=cmd_certify)
 
     s = sub.add_parser("bench", help="verify every instance of an instances.csv (onnx,vnnlib,timeout)")
@@ -187,19 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", help="folder the CSV's paths are relative to (default: the CSV's folder)")
     s.add_argument("--out", default="results.jsonl", help="JSON lines, appended as instances finish")
     s.add_argument("--resume", action="store_true", help="skip instances already in --out")
-    s.add_argument("--jobs", type=int, default=1)
+    s.add_argument("--jobs", type=int, default=1, help="instances run in parallel, one worker process each")
+    s.add_argument("--memory", type=_memory, metavar="SIZE",
+                   help="resident memory for all workers together, e.g. 8G (default: 80%% of what is available)")
     s.add_argument("--truth", help="truth.csv (default: the one beside the CSV, if any)")
-    s.add_argument("--domain", default="auto")
+    s.add_argument("--domain", default="auto", help="a bound domain, or auto (cheap domains first)")
     s.add_argument("--max-timeout", type=float, metavar="S",
                    help="cap every instance's timeout at S seconds (the CSV's timeout where lower)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="summary as one JSON object on stdout, no progress bar")
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("lipschitz", help="guaranteed Lipschitz upper bounds (l2) of an ONNX network")
     s.add_argument("model")
     s.add_argument("--method", choices=("naive", "liplt"), default="liplt")
-    s.add_argument("--pairwise", action="store_true")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--pairwise", action="store_true", help="also the bounds L_ij of every logit difference")
+    s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.set_defaults(fn=cmd_lipschitz)
     return p
 

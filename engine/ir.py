@@ -105,9 +105,18 @@ class Network:
 
     __call__ = forward
 
+    def points_per_batch(self, itemsize: int = 8) -> int:
+        """How many inputs one evaluation may take at once so that its values (every node's output, kept for
+        autograd, twice for the ops' temporaries) fit engine.memory.budget()."""
+        from .memory import budget
+        values = self.n_inputs + sum(int(torch.Size(n.shape).numel()) for n in self.nodes)
+        return max(1, budget() // (2 * itemsize * values))
+
     def forward_flat(self, x: torch.Tensor) -> torch.Tensor:
-        """Flat inputs [B, n_inputs] to flat outputs [B, n_outputs]."""
-        return self.forward(x.reshape(x.shape[0], *self.input_shape)).reshape(x.shape[0], -1)
+        """Flat inputs [B, n_inputs] to flat outputs [B, n_outputs], in batches of points_per_batch()."""
+        step = self.points_per_batch(x.element_size())
+        return torch.cat([self.forward(x[i:i + step].reshape(-1, *self.input_shape)).reshape(-1, self.n_outputs)
+                          for i in range(0, max(1, x.shape[0]), step)])
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "Network":
         """A copy whose parameters have the given dtype/device, memoised: weights are treated as immutable once a

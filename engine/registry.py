@@ -6,6 +6,7 @@ points (default: all). Everything registered records the plugin that provided it
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ class Registry:
     op_rule_plugin: dict[tuple[str, str], str] = field(default_factory=dict)
     transforms: dict[str, type] = field(default_factory=dict)
     transform_plugin: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)                    # plugin -> why it did not load
 
     # -- lookups ---------------------------------------------------------------------------------------------
     def domain(self, name: str) -> Domain:
@@ -58,12 +60,33 @@ class Registry:
         return out
 
 
+def _failed(reg_or_dict, plugin: str, e: BaseException) -> None:
+    """Record and report (one line on stderr) a plugin that raised while loading; the others keep working."""
+    why = f"{type(e).__name__}: {e}".replace("\n", " ")
+    failed = reg_or_dict if isinstance(reg_or_dict, dict) else reg_or_dict.failed
+    if plugin not in failed:
+        failed[plugin] = why
+        print(f"nncert: plugin {plugin} failed to load: {why}", file=sys.stderr)
+
+
 def _collect(pm: pluggy.PluginManager) -> Registry:
     reg = Registry(pm)
+    reg.failed.update(getattr(pm, "nncert_failed", {}))
+    broken = set()
 
     def each(hookname):
         for impl in getattr(pm.hook, hookname).get_hookimpls():
-            yield impl.plugin_name, impl.function
+            if impl.plugin_name not in broken:
+                yield impl.plugin_name, impl.function
+
+    def run(plugin, fn, register):
+        try:
+            fn(register=register)
+        except PluginError:
+            raise
+        except Exception as e:  # a plugin's own bug: name it, drop it, keep the others
+            broken.add(plugin)
+            _failed(reg, plugin, e)
 
     from .ops import TRAITS, OpDef
 
@@ -85,7 +108,7 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
                 reg.onnx_plugin[onnx_type] = _plugin
             reg.ops[op.name] = op
             reg.op_plugin[op.name] = _plugin
-        fn(register=register)
+        run(plugin, fn, register)
 
     for plugin, fn in each("nncert_register_domains"):
         def register(cls, _plugin=plugin):
@@ -96,7 +119,7 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
                                   f"already provided by plugin {reg.domain_plugin[cls.name]!r}")
             reg.domains[cls.name] = cls
             reg.domain_plugin[cls.name] = _plugin
-        fn(register=register)
+        run(plugin, fn, register)
 
     for plugin, fn in each("nncert_register_op_rules"):
         def register(domain, op, rule, _plugin=plugin):
@@ -107,7 +130,7 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
                                   f"already provided by plugin {reg.op_rule_plugin[(domain, op)]!r}")
             reg.op_rules.setdefault(domain, {})[op] = rule
             reg.op_rule_plugin[(domain, op)] = _plugin
-        fn(register=register)
+        run(plugin, fn, register)
 
     for plugin, fn in each("nncert_register_transforms"):
         def register(cls, _plugin=plugin):
@@ -119,8 +142,28 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
                                   f"already provided by plugin {reg.transform_plugin[name]!r}")
             reg.transforms[name] = cls
             reg.transform_plugin[name] = _plugin
-        fn(register=register)
+        run(plugin, fn, register)
     return reg
+
+
+def _load_entry_points(pm: pluggy.PluginManager, names=None) -> set[str]:
+    """Register the installed plugins (entry point group GROUP; only `names` when given). A plugin that raises
+    while importing is reported and skipped (_failed). Returns the entry point names found."""
+    from importlib.metadata import entry_points
+    found = set()
+    for ep in entry_points(group=GROUP):
+        if names is not None and ep.name not in names:
+            continue
+        found.add(ep.name)
+        if pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as e:
+            _failed(pm.nncert_failed, ep.name, e)
+            continue
+        pm.register(plugin, name=ep.name)
+    return found
 
 
 def make_plugin_manager(extra_plugins: dict[str, object] | None = None, entry_points: bool = True) -> pluggy.PluginManager:
@@ -129,14 +172,14 @@ def make_plugin_manager(extra_plugins: dict[str, object] | None = None, entry_po
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     pm.register(builtin, name="nncert-ops")  # the built-in ops, always (NNCERT_PLUGINS selects domains)
+    pm.nncert_failed = {}
     if entry_points:
         wanted = os.environ.get("NNCERT_PLUGINS")
-        if wanted:
-            for name in [w.strip() for w in wanted.split(",") if w.strip()]:
-                if pm.load_setuptools_entrypoints(GROUP, name=name) == 0 and not pm.has_plugin(name):
-                    raise BadInput(f"NNCERT_PLUGINS names {name!r}, but no installed plugin has that entry point")
-        else:
-            pm.load_setuptools_entrypoints(GROUP)
+        names = None if not wanted else [w.strip() for w in wanted.split(",") if w.strip()]
+        found = _load_entry_points(pm, names)
+        for name in names or ():
+            if name not in found and not pm.has_plugin(name):
+                raise BadInput(f"NNCERT_PLUGINS names {name!r}, but no installed plugin has that entry point")
     for name, plugin in (extra_plugins or {}).items():
         pm.register(plugin, name=name)
     pm.check_pending()  # a misspelt hook name fails loudly

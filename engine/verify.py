@@ -17,6 +17,7 @@ from .errors import BadInput
 from .numerics import refuted
 from .counterexample import recheck
 from .deadline import OutOfTime, within
+from .progress import report
 from .mlp import mlp_chain
 from .spec import Box, Case, Spec
 
@@ -125,15 +126,20 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
         d.check_network(network)
 
     def done(verdict, by, cex=None, **evidence):
+        report("verdict", verdict=str(verdict), by=by)
         return Result(verdict, domain, time.perf_counter() - t0, cex, evidence={"by": by, **evidence})
 
+    report("verify", regions=len(spec.cases), domains=",".join(names), inputs=network.n_inputs,
+           timeout=timeout if timeout is not None else "none")
     if attack:   # sampling: at most PGD_FRACTION of the budget (many input regions make it long)
+        report("sampling")
         cex = falsify(network, spec, deadline=t0 + PGD_FRACTION * (deadline - t0))
         if cex is not None:
             return done(Verdict.SAT, "sampling", cex)
     for d in domains:
         if time.perf_counter() > deadline:
             return done(Verdict.TIMEOUT, None)
+        report("bounds", domain=d.name)
         try:
             with within(deadline):
                 proved = all(refutes(d, network, case) for case in spec.cases)
@@ -144,6 +150,7 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
     low_dim = free_inputs(spec) <= BAB_MAX_INPUTS
     if attack:
         from .search.attack import pgd_case
+        report("pgd", regions=len(spec.cases))
         now = time.perf_counter()
         stop = min(deadline, now + PGD_FRACTION * (deadline - now)) if timeout is not None else deadline
         for case in spec.cases:
@@ -158,17 +165,20 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
     search_end = deadline if timeout is not None else t0 + DEFAULT_BAB_SECONDS
     if bab and not low_dim and time.perf_counter() < deadline and mlp_chain(network) is not None:
         from .search.milp import milp_verify
+        report("complete-search", method="alpha, relu-bab, milp (ReLU MLP)")
         v, cex, st = milp_verify(network, spec, search_end, attack=False)
         if v in ("sat", "unsat"):
             return done(Verdict(v), st.get("by", "milp"), cex,
                         **{k: st[k] for k in ("milps", "binaries", "lps", "relu_bab_domains") if k in st})
     elif bab and not low_dim and time.perf_counter() < deadline:
         from .search.splits import split_search
+        report("complete-search", method="relu-bab through the domain")
         v, cex, st = split_search(domains, network, spec, search_end, recheck)
         if v in ("sat", "unsat"):
             return done(Verdict(v), "relu-bab", cex, **st)
     if bab and low_dim and time.perf_counter() < deadline:
         from .search.bab import input_split_bab
+        report("complete-search", method="input splitting", free_inputs=free_inputs(spec))
         if timeout is None:
             deadline = t0 + DEFAULT_BAB_SECONDS
         from .search.attack import pgd_case

@@ -2,6 +2,8 @@
 
 Writes the results file: first line `sat`, `unsat`, `timeout`, `unknown` or `error`; a `sat` is followed by the
 counterexample `((X_0 v) ... (Y_0 v) ...)`, re-checked on the model with onnxruntime before it is written.
+The work runs in a worker process ended 0.5 s past TIMEOUT (engine.instance.verify_bounded), so the file is
+written in time even when a stage cannot be interrupted.
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import BadInput
     try:
         budget = float(timeout)
-        from .instance import verify_instance
-        from .io.vnnlib import format_counterexample
-        res = verify_instance(onnx_path, spec_path, "auto", budget, started=t0)
-        text = str(res.verdict)
-        if res.counterexample is not None:
-            text += "\n" + format_counterexample(res.counterexample["x"], res.counterexample["y"])
+        from .instance import verify_bounded
+        res = verify_bounded(onnx_path, spec_path, "auto", budget, started=t0)
+        text = res["verdict"]
+        if res["counterexample"] is not None:
+            from .io.vnnlib import format_counterexample
+            text += "\n" + format_counterexample(res["counterexample"]["x"], res["counterexample"]["y"])
     except (BadInput, ValueError) as e:
         print(f"nncert: error: {e}", file=sys.stderr)
         with open(results, "w") as f:

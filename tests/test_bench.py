@@ -92,3 +92,61 @@ def test_bench_caps_timeouts(tmp_path):
     assert {x["timeout"] for x in _lines(out)} == {7.0}       # the CSV says 60
     r = _bench(csv, "--out", tmp_path / "bad.jsonl", "--max-timeout", 0)
     assert r.returncode == 2 and "--max-timeout" in r.stderr
+
+
+def _children(pid):
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(d.name))
+    return kids
+
+
+def _alive(pid):
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc to find the workers")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_bench_killed_leaves_no_workers_and_resumes_exactly_once(tmp_path, sig):
+    rows = []
+    for i in range(6):
+        for prop in PROPS:
+            copy = tmp_path / f"c{i}_{prop}"
+            copy.write_text((EX / prop).read_text())
+            rows.append(f"{EX / 'mlp.onnx'},{copy},60")
+    csv = tmp_path / "instances.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "r.jsonl"
+    p = subprocess.Popen([sys.executable, "-m", "nncert.engine.cli", "bench", str(csv), "--out", str(out),
+                          "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while time.time() - t0 < 300 and (not out.exists() or len(out.read_text().splitlines()) < 1):
+        time.sleep(0.05)
+    workers = _children(p.pid)
+    assert workers, "bench runs its instances in worker processes"
+    p.send_signal(sig)
+    p.wait(timeout=30)
+    t1 = time.time()
+    while time.time() - t1 < 10 and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "a worker outlived bench"
+    if len(_lines(out)) >= len(rows):
+        pytest.skip("the run finished before it could be killed")
+    with open(out, "a") as f:          # a crash in the middle of writing a record
+        f.write('{"onnx": "cut sho')
+    r = _bench(csv, "--out", out, "--resume", "--json")
+    assert r.returncode == 0, r.stderr
+    after = _lines(out)                # every line valid JSON
+    keys = [(x["onnx"], x["vnnlib"]) for x in after]
+    assert len(keys) == len(set(keys)) == len(rows)
+    assert all(x["ended"] == "finished" for x in after if "ended" in x)

@@ -1,5 +1,7 @@
 """CLI contract: verdict on the first stdout line, JSON fields, exit codes, one-line errors on broken inputs."""
 import json
+import os
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +56,7 @@ def test_bounds_json(capsys):
 def test_info_json(capsys):
     code, out, err = run(capsys, "info", "--json")
     d = json.loads(out)
-    assert code == 0 and {"native", "cuda", "version"} <= set(d)
+    assert code == 0 and {"native", "cuda_built", "cuda_available", "version"} <= set(d)
 
 
 def _bad_cases():
@@ -90,3 +92,40 @@ def test_entry_point_process():
     r = subprocess.run([sys.executable, "-m", "nncert.engine.cli", "verify", str(EX / "mlp.onnx"),
                         str(EX / "prop_1_0.01.vnnlib")], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.splitlines()[0] in ("unsat", "sat", "unknown")
+
+
+SLEEPY = '''
+import time
+from nncert.engine import hookimpl
+from nncert.engine.domain import Domain
+
+class Sleepy(Domain):
+    """A domain whose bounding pass never checks the clock."""
+    name = "sleepy"
+    input_sets = ("box",)
+    default_rules = {"linear": lambda node, boxes: boxes[0], "relu": lambda node, boxes: boxes[0]}
+
+    def bounds(self, network, lower, upper, C=None):
+        time.sleep(120)
+        raise AssertionError("not reached")
+
+@hookimpl
+def nncert_register_domains(register):
+    register(Sleepy)
+'''
+
+
+def test_verify_keeps_its_deadline_when_a_stage_cannot_be_interrupted(tmp_path, monkeypatch):
+    from plugin_dist import install_plugin
+    install_plugin(tmp_path, monkeypatch, "nncert_sleepy", "sleepy", SLEEPY)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    ex = Path(__file__).resolve().parents[1] / "examples" / "digits"
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "nncert.engine.cli", "verify", str(ex / "mlp.onnx"),
+                        str(ex / "prop_0_0.01.vnnlib"), "--domain", "sleepy", "--timeout", "10", "--json"],
+                       capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["verdict"] == "timeout" and out["evidence"]["ended"] == "deadline"
+    assert wall <= 10 + 1

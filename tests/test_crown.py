@@ -28,10 +28,10 @@ def crown():
 def _records(name):
     sd = shared_dir()
     if sd is None:
-        pytest.skip("shared data directory not available")
+        pytest.skip("../shared is absent: no auto_LiRPA reference")
     path = sd / "reference" / "auto_lirpa" / f"{name}.json"
     if not path.exists():
-        pytest.skip(f"{path} missing")
+        pytest.skip(f"../shared/reference/auto_lirpa/{name}.json is absent")
     return sd / "benchmarks" / name, json.loads(path.read_text())["records"]
 
 

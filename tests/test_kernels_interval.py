@@ -184,9 +184,9 @@ def test_torch_mode_forces_reference(monkeypatch):
 
 def test_info_keys():
     d = kernels.info()
-    for key in ("native", "cuda", "version", "threads"):
+    for key in ("native", "cuda_built", "version", "threads"):
         assert key in d
-    assert isinstance(d["native"], bool) and isinstance(d["cuda"], bool) and d["threads"] >= 1
+    assert isinstance(d["native"], bool) and isinstance(d["cuda_built"], bool) and d["threads"] >= 1
 
 
 @native_only

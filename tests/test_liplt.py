@@ -201,7 +201,7 @@ def _mnist_nets():
     from nncert.engine.io.data import shared_dir
     s = shared_dir()
     if s is None or not (s / "benchmarks" / "mnist_fc" / "onnx").is_dir():
-        pytest.skip("shared/benchmarks/mnist_fc not found")
+        pytest.skip("../shared is absent: no mnist_fc benchmark")
     try:
         from nncert.engine.io.onnx_import import load_onnx
     except ImportError:

@@ -188,7 +188,7 @@ def test_unsupported_network_and_deadline():
 def test_mnist_fc_never_contradicts_truth():
     root = shared_dir()
     if root is None:
-        pytest.skip("shared data (/work/shared) not found")
+        pytest.skip("../shared is absent: no mnist_fc benchmark")
     from nncert.engine.io.onnx_import import load_onnx
     from nncert.engine.counterexample import to_model_precision, recheck as verify_recheck
     from nncert.engine.io.vnnlib import read_vnnlib

@@ -60,7 +60,7 @@ def _boxes(path: Path):
 @pytest.mark.parametrize("path", _shared_models() or [None], ids=lambda p: p.name if p else "none")
 def test_shared_benchmarks_match_onnxruntime(path):
     if path is None:
-        pytest.skip("shared benchmarks not found (shared_dir() is None or has no ONNX models)")
+        pytest.skip("../shared is absent: no benchmark ONNX models")
     net = load_onnx(path)
     assert net.source == str(path) and net.onnx_bytes == path.read_bytes()
     rng = np.random.default_rng(0)
@@ -85,7 +85,7 @@ def test_run_onnx_reproduces_shared_counterexamples():
 
     files = _counterexamples()
     if not files:
-        pytest.skip("no shared counterexample files (shared_dir() is None)")
+        pytest.skip("../shared is absent: no counterexample files")
     nets = {}
     for f in files:
         text = f.read_text()
@@ -102,7 +102,7 @@ def test_run_onnx_reproduces_shared_counterexamples():
 def test_benchmark_layouts():
     s = shared_dir()
     if s is None or not _shared_models():
-        pytest.skip("shared benchmarks not found")
+        pytest.skip("../shared is absent: no benchmarks")
     acas = load_onnx(s / "benchmarks/acasxu/onnx/ACASXU_run2a_1_1_batch_2000.onnx")
     assert acas.input_shape == (1, 1, 5) and acas.output_shape == (5,)
     assert acas.input_name == "input"  # the initializers listed among the graph inputs are constants

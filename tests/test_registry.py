@@ -163,3 +163,31 @@ def test_misspelt_hook_fails_loudly():
 def test_unknown_domain_is_bad_input():
     with pytest.raises(BadInput, match="unknown domain 'nope'"):
         registry_with({}).domain("nope")
+
+
+def test_a_broken_plugin_is_named_and_the_others_keep_working(capsys, monkeypatch):
+    from nncert.engine import hookimpl, registry
+
+    class Broken:
+        @hookimpl
+        def nncert_register_domains(self, register):
+            raise NameError("name 'my_interval_rule' is not defined")
+
+    reg = registry.registry_with({"broken": Broken()})
+    assert "crown" in reg.domains and "ibp" in reg.domains
+    assert "NameError" in reg.failed["broken"]
+    assert "plugin broken failed to load: NameError" in capsys.readouterr().err
+
+    class EP:   # an installed plugin whose module raises on import
+        name, group = "explodes", registry.GROUP
+
+        def load(self):
+            raise ImportError("No module named 'missing_dep'")
+
+    import importlib.metadata
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: [*real(group=group), EP()] if group == registry.GROUP else real(group=group))
+    reg = registry._collect(registry.make_plugin_manager())
+    assert "crown" in reg.domains and "ImportError" in reg.failed["explodes"]
+    assert "plugin explodes failed to load: ImportError" in capsys.readouterr().err

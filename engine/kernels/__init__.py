@@ -133,14 +133,15 @@ def set_threads(n: int | None) -> None:
 
 
 def info() -> dict:
-    """What was built and which path runs: native (bool, native kernels in use), cuda (bool, CUDA kernels built),
+    """What was built and which path runs: native (bool, native kernels in use), cuda_built (bool, CUDA kernels
+    compiled in; they run only where cuda_available, a GPU torch can use, is true),
     cuda_check (the CUDA kernels' first-use check, run here when a GPU is present: "not run", "ok" or what
     failed), version, threads (native CPU kernel threads), and build details."""
     from .. import __version__
     if mode() != "torch" and cuda_built() and torch.cuda.is_available():
         cuda_checked()
     d = {"version": __version__, "native": native_available() and mode() != "torch", "native_built": native_available(),
-         "cuda": cuda_built(), "cuda_available": torch.cuda.is_available(), "kernels_mode": mode(),
+         "cuda_built": cuda_built(), "cuda_available": torch.cuda.is_available(), "kernels_mode": mode(),
          "torch": torch.__version__, "threads": threads(), "cuda_check": _cuda_state or "not run"}
     if _C is not None:
         d.update(_C.build_info())

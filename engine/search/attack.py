@@ -28,24 +28,33 @@ def pgd_case(network, case: Case, restarts: int = 32, steps: int = 60, seed: int
     net = network.to(torch.float64)
     u = torch.rand(n_dj * restarts, lo.numel(), generator=g, dtype=torch.float64)
     u[::restarts] = 0.5
-    u.requires_grad_(True)
+    owner = torch.arange(n_dj).repeat_interleave(restarts)                     # disjunct of each start
     frac = torch.arange(restarts, dtype=torch.float64) / max(restarts - 1, 1)
     lr0 = (lr[0] * (lr[1] / lr[0]) ** frac).repeat(n_dj)[:, None]          # [n_dj * restarts, 1]
     opt = Adam([u], 1.0)
+    step = net.points_per_batch()   # starts per forward/backward pass: memory stays within the budget
 
-    def objective(x):
-        y = net.forward_flat(x).reshape(n_dj, restarts, -1)
-        return torch.cat([(y[k] @ dj.C.T + dj.d).min(dim=1).values for k, dj in enumerate(case.disjuncts)])
+    def objective(x, own):
+        y = net.forward_flat(x)
+        v = torch.empty(len(x), dtype=y.dtype)
+        for k in own.unique().tolist():
+            m = own == k
+            v[m] = (y[m] @ case.disjuncts[k].C.T + case.disjuncts[k].d).min(dim=1).values
+        return v
 
     for it in range(steps + 1):
         if deadline is not None and time.perf_counter() > deadline:
             break
-        x = lo + u * width
-        v = objective(x)
-        hit = v.detach() >= 0
+        vs, grads = [], []
+        for i in range(0, len(u), step):
+            ui = u[i:i + step].detach().requires_grad_(True)
+            vi = objective(lo + ui * width, owner[i:i + step])
+            grads.append(torch.autograd.grad(-vi.sum(), ui)[0] if it < steps else None)
+            vs.append(vi.detach())
+        hit = torch.cat(vs) >= 0
         if bool(hit.any()) or it == steps:
-            return x.detach()[hit]
-        opt.step(torch.autograd.grad(-v.sum(), u), lr=lr0 * (1 - it / (steps + 1)))
+            return (lo + u * width)[hit]
+        opt.step([torch.cat(grads)], lr=lr0 * (1 - it / (steps + 1)))
         with torch.no_grad():
             u.clamp_(0, 1)
     return lo.new_zeros(0, lo.numel())

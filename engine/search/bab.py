@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ..numerics import refuted
+from ..progress import report
 from ..spec import Spec
 
 SB_DIMS = 8   # inputs tried per split (strong branching)
@@ -188,6 +189,8 @@ def bab_case(domains, net, spec: Spec, case, deadline: float, recheck, batch: in
         nlo, nhi = clo[chosen], chi[chosen]
         ndep = dep[parent[chosen]] + 1
         out.max_depth = max(out.max_depth, int(ndep.max()))
+        report("input-split", every=1.0, boxes=out.boxes, open=len(chosen) + sum(len(e[0]) for e in stack),
+               depth=out.max_depth)
         if attack is not None and time.perf_counter() > attack_at:
             cex, attack = attack(case), None
             if cex is not None:

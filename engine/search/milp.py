@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..mlp import mlp_chain
+from ..progress import report
 
 MARGIN_REL = 1e-5          # see module docstring
 MIN_SOLVE_SECONDS = 0.05   # do not start HiGHS with less time than this
@@ -504,6 +505,8 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
             for k, r in enumerate(rows):
                 now = time.perf_counter()
                 share = now + RELU_BAB_FRACTION * (deadline - now) / (len(rows) - k)
+                report("relu-bab-disjunct", region=ci, disjunct=r[0], open_disjuncts=len(rows) - k,
+                       seconds=share - now)
                 v, cex, st = _relu_bab_refutes(layers, lo, hi, pre, r[1], r[2], r[7], share,
                                                lambda x: recheck(network, spec, x))
                 stats["relu_bab_domains"] = stats.get("relu_bab_domains", 0) + st["domains"]
@@ -516,6 +519,7 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
             rows = left
         if rows and tighten and len(pre) > 1:
             now = time.perf_counter()
+            report("lp-tighten", region=ci, seconds=TIGHTEN_FRACTION * (deadline - now))
             pre, n_lp = tightened_bounds(layers, lo, hi, pre, now + TIGHTEN_FRACTION * (deadline - now), threads)
             stats["lps"] += n_lp
         centre = (lo + hi) / 2
@@ -552,6 +556,7 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
             return recheck(network, spec, xt)
 
         stats["milps"] += 1
+        report("milp", region=ci, disjunct=di, binaries=enc.n_binary)
         v, info = _solve_disjunct(enc, layers, pre, A, c, t_hi, margin, deadline, start_x, on_solution, threads)
         stats.setdefault("disjuncts", []).append({"case": ci, "disjunct": di, "verdict": v,
                                                   **{k: w for k, w in info.items() if k != "cex"}})

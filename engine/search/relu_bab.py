@@ -25,6 +25,7 @@ import torch
 
 from .. import deadline
 from ..numerics import widen
+from ..progress import report
 from .optim import Adam
 
 ITERS, LR = 12, 0.1
@@ -131,7 +132,7 @@ def relu_split_bab(Ws, bs, lo, hi, pre, row, const, deadline: float, is_cex, bat
                     [torch.zeros(1, len(pre[j][0]), dtype=dt) for j in range(nh)],
                     [(pre[j][1] >= -pre[j][0]).to(dt)[None] for j in range(nh)],
                     [torch.zeros(1, len(pre[j][0]), dtype=dt) for j in range(nh)])
-    stats = {"domains": 0, "max_depth": 0}
+    stats = {"domains": 0, "max_depth": 0, "closed": 0.0}   # closed: share of the search tree refuted (sum 2^-depth)
     stack, depth = [root], [torch.zeros(1, dtype=torch.long)]
     while stack:
         if time.perf_counter() > deadline:
@@ -151,6 +152,9 @@ def relu_split_bab(Ws, bs, lo, hi, pre, row, const, deadline: float, is_cex, bat
         open_, cex = open_subdomains(best, x_star, is_cex)
         if cex is not None:
             return "sat", cex, stats
+        stats["closed"] += float((0.5 ** dep[~open_].to(torch.float64)).sum())
+        report("relu-bab", every=1.0, domains=stats["domains"], open=int(open_.sum()) + sum(len(d) for d in stack),
+               closed=f"{100 * stats['closed']:.2f}%", worst_bound=-float(best.min()))
         if not bool(open_.any()):
             continue
         dom, dep, scores = dom.take(open_), dep[open_], [s[open_] for s in scores]

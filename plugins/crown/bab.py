@@ -28,6 +28,7 @@ import time
 import torch
 
 from nncert.engine import memory
+from nncert.engine.progress import report
 from nncert.engine.propagate import backward, forward
 from nncert.engine.search.relu_bab import ascend, open_subdomains
 
@@ -126,7 +127,7 @@ def relu_split_bab(network, root, box, row, const, deadline: float, is_cex, ops,
     dt = row.dtype
     order = {network.input_name: -1} | {n.name: k for k, n in enumerate(network.nodes)}
     relus = sorted(set(_relu_inputs(network).values()), key=order.__getitem__)
-    stats = {"domains": 0, "max_depth": 0}
+    stats = {"domains": 0, "max_depth": 0, "closed": 0.0}   # closed: share of the tree refuted (sum 2^-depth)
     if not relus:
         return "unknown", None, {**stats, "reason": "no ReLU to split"}
     shapes = {z: root[z][0].shape[1:] for z in relus}
@@ -168,6 +169,9 @@ def relu_split_bab(network, root, box, row, const, deadline: float, is_cex, ops,
         open_, cex = open_subdomains(best, x_star, is_cex)
         if cex is not None:
             return "sat", cex, stats
+        stats["closed"] += float((0.5 ** dep[~open_].to(torch.float64)).sum())
+        report("relu-bab", every=1.0, domains=stats["domains"], open=int(open_.sum()) + sum(len(d) for d in depth),
+               closed=f"{100 * stats['closed']:.2f}%", worst_bound=-float(best.min()))
         if not bool(open_.any()):
             continue
         keep = open_.nonzero().flatten()
