@@ -1,5 +1,6 @@
 """VNN-COMP scripts: right first line, and a well-formed counterexample that really violates the property."""
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,14 @@ from nncert.engine.io.ort import run_onnx
 from nncert.engine.io.vnnlib import read_counterexample, read_vnnlib
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def own_server(tmp_path, monkeypatch):
+    """prepare_instance.sh starts a resident worker: each test gets its own socket, and it is stopped after."""
+    monkeypatch.setenv("NNCERT_SERVER", str(tmp_path / "nncert.sock"))
+    yield tmp_path / "nncert.sock"
+    subprocess.run([sys.executable, "-m", "nncert.engine.server", "stop"], capture_output=True)
 
 
 def _acas():
@@ -29,6 +38,8 @@ def test_run_instance(tmp_path, net, prop, truth):
     prep = subprocess.run(["bash", str(ROOT / "vnncomp" / "prepare_instance.sh"), "v1", "acasxu", str(onnx),
                            str(spec_path)], capture_output=True, text=True)
     assert prep.returncode == 0, prep.stderr
+    from nncert.engine.server import _ask
+    assert _ask({"cmd": "ping"}) is not None, "prepare_instance.sh leaves a resident worker listening"
     r = subprocess.run(["bash", str(ROOT / "vnncomp" / "run_instance.sh"), "v1", "acasxu", str(onnx), str(spec_path),
                         str(out), "100"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -42,10 +53,13 @@ def test_run_instance(tmp_path, net, prop, truth):
         assert bool(spec.unsafe(torch.tensor(x[None]), torch.tensor(y_real))[0])
 
 
-def test_run_instance_bad_model(tmp_path):
+@pytest.mark.parametrize("server", [False, True])
+def test_run_instance_bad_model(tmp_path, server):
     acas = _acas()
     bad = ROOT / "tests" / "bad_inputs" / "onnx_truncated.onnx"
     out = tmp_path / "result.txt"
+    if server:   # the resident worker writes the client's error line on the client's stderr
+        assert subprocess.run([sys.executable, "-m", "nncert.engine.server", "restart"]).returncode == 0
     r = subprocess.run(["bash", str(ROOT / "vnncomp" / "run_instance.sh"), "v1", "acasxu", str(bad),
                         str(acas / "vnnlib" / "prop_1.vnnlib"), str(out), "10"], capture_output=True, text=True)
     assert r.returncode == 2 and out.read_text().strip() == "error"
