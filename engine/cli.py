@@ -141,11 +141,15 @@ def _nonneg(s: str) -> float:
     return v
 
 
-def _floats(s: str) -> list[float]:
+def _numbers(s: str) -> list[float]:
     try:
-        vals = [float(v) for v in s.split(",")]
+        return [float(v) for v in s.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {s!r}") from None
+
+
+def _floats(s: str) -> list[float]:
+    vals = _numbers(s)
     if any(not v > 0 for v in vals):
         raise argparse.ArgumentTypeError(f"sigmas must be > 0, got {s}")
     return vals
@@ -190,9 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("certify", help="per-sample certificates on a dataset (liplt, gaussian/semantic smoothing)")
     s.add_argument("model")
     s.add_argument("--data", required=True, help=".npz with x, y; or MNIST idx files / their folder")
-    s.add_argument("--domain", required=True)
+    s.add_argument("--domain", required=True, help="liplt, gaussian-smoothing or semantic-smoothing")
     s.add_argument("--eps", type=_nonneg, help="radius to certify (liplt: l2)")
-    s.add_argument("--sigma", type=_floats, help="noise level(s), one per transform parameter")
+    s.add_argument("--sigma", type=_floats,
+                   help="noise level(s): semantic-smoothing one per transform parameter; gaussian-smoothing one, or "
+                        "several (0.12,0.25,0.5) to certify once per level and overlay the curves")
     s.add_argument("--transform", help="semantic transform name (semantic-smoothing)")
     s.add_argument("--range", nargs=2, type=float, action="append", metavar=("LO", "HI"), dest="ranges",
                    help="parameter range, once per transform parameter in its order")
@@ -204,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=1000, help="noise samples per forward pass (default 1000)")
     s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same numbers")
     s.add_argument("--limit", type=int, default=None, help="certify only the first N samples")
+    s.add_argument("--mean", type=_numbers, metavar="M[,M...]",
+                   help="input normalisation (x - mean) / std the model expects, one value or one per channel; "
+                        "certificates stay in the units of the data (e.g. pixels in [0, 1])")
+    s.add_argument("--std", type=_numbers, metavar="S[,S...]", help="see --mean")
     s.add_argument("--device", default="cpu", help="torch device for the forward passes, e.g. cuda (default cpu)")
     s.add_argument("--out", help="per-sample TSV file")
     s.add_argument("--plot", help="PNG of certified accuracy vs radius")
@@ -227,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("lipschitz", help="guaranteed Lipschitz upper bounds (l2) of an ONNX network")
     s.add_argument("model")
-    s.add_argument("--method", choices=("naive", "liplt"), default="liplt")
+    s.add_argument("--method", choices=("naive", "liplt"), default="liplt",
+                   help="liplt: loop transformation (tighter, default); naive: product of layer norms")
     s.add_argument("--pairwise", action="store_true", help="also the bounds L_ij of every logit difference")
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.set_defaults(fn=cmd_lipschitz)

@@ -111,9 +111,10 @@ def _curve(records):
     return xs, ys
 
 
-def plot_curve(records, path, title: str | None = None):
-    """PNG of certified accuracy vs radius (l2 unless the records name their `norm`). `records` is a list of records or {label: records} for several
-    curves. Returns the path, or None (and writes nothing) when no record has a radius."""
+def plot_curve(records, path, title: str | None = None, note: str | None = None):
+    """PNG of certified accuracy vs radius (l2 unless the records name their `norm`). `records` is a list of
+    records or {label: records} for several curves; `note` is printed in the plot's corner. Returns the path, or
+    None (and writes nothing) when no record has a radius."""
     groups = records if isinstance(records, dict) else {None: records}
     curves = {k: _curve(list(v)) for k, v in groups.items()}
     curves = {k: c for k, c in curves.items() if c is not None}
@@ -132,12 +133,79 @@ def plot_curve(records, path, title: str | None = None):
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
+    if note:
+        ax.text(0.98, 0.97, note, transform=ax.transAxes, ha="right", va="top", fontsize=7,
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
     if any(k is not None for k in curves):
-        ax.legend()
+        ax.legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
+    import matplotlib.pyplot as plt
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+NOTE_KEYS = ("transform", "ranges", "sigma", "eps", "n0", "n", "alpha", "method")
+
+
+def _note(records, skip=()) -> str:
+    """What the certificates depend on, from the records: `key=value` for each of NOTE_KEYS they carry (values
+    that differ between records are listed)."""
+    parts = []
+    for k in NOTE_KEYS:
+        if k in skip:
+            continue
+        vals = []
+        for r in records:
+            v = r.get(k)
+            if v is not None and v not in vals:
+                vals.append(v)
+        if vals:
+            text = "/".join(str(v) for v in vals)
+            parts.append(f"{k}={text}")
+    return "\n".join(parts)
+
+
+def plot_certificates(records, path, domain: str) -> Path:
+    """The PNG of `certify --plot`, titled with the domain and the sample count and annotated with what the
+    certificates depend on (_note): certified accuracy vs radius for records with a radius (one curve per noise
+    level when they differ); vs radius in noise units for semantic certificates that give one; otherwise bars of
+    the smoothed accuracy, the certified accuracy and the abstentions."""
+    records = list(records)
+    title = f"{domain}: {len({r.get('idx', i) for i, r in enumerate(records)})} samples"
+    key = lambda r: str(r.get("sigma"))   # noqa: E731
+    if any(r.get("radius") is not None for r in records):
+        groups: dict = {}
+        for r in records:
+            groups.setdefault(key(r), []).append(r)
+        if len(groups) > 1:
+            return plot_curve({f"sigma={k}": v for k, v in groups.items()}, path, title, _note(records, ("sigma",)))
+        return plot_curve(records, path, title, _note(records))
+    if any(r.get("radius_sigma_units") is not None for r in records):
+        units = [{**r, "radius": r.get("radius_sigma_units") or 0.0, "norm": "parameter (sigma units)"}
+                 for r in records]
+        return plot_curve(units, path, title, _note(records))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    s = summary(records)
+    names = ["accuracy", "certified", "abstain"]
+    vals = [s.get(k, 0.0) for k in names]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    bars = ax.bar(["smoothed\naccuracy", "certified\naccuracy", "abstained"], vals,
+                  color=["tab:blue", "tab:green", "tab:gray"])
+    for b, v in zip(bars, vals):
+        ax.text(b.get_x() + b.get_width() / 2, v + 0.02, f"{v:.3f}", ha="center", fontsize=8)
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("fraction of samples")
+    ax.set_title(title, fontsize=10)
+    ax.text(0.98, 0.97, _note(records), transform=ax.transAxes, ha="right", va="top", fontsize=7,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    return _save(fig, path)

@@ -304,6 +304,43 @@ def test_cli_certify_onnx_end_to_end(tmp_path, capsys):
     assert rows[0].split("\t")[:3] == ["idx", "label", "predict"] and len(rows) == 7
 
 
+def test_cli_certify_several_sigmas_plots_and_normalises(tmp_path, capsys):
+    """--sigma a,b,c certifies once per level (each level's records equal a run with that sigma alone) and the
+    plot overlays them; --mean/--std certify the model that normalises its input, in the data's units."""
+    import json
+
+    from nncert.engine.certify import with_normalisation
+    from nncert.engine.cli import main
+    from nncert.engine.io.onnx_import import load_onnx
+    from nncert.engine.io.ort import export_onnx
+    from nncert.engine.report import plot_certificates
+    torch.manual_seed(4)
+    seq = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    onnx_path = export_onnx(seq, (3, 2, 2), tmp_path / "m.onnx")
+    x = torch.rand(5, 3, 2, 2)
+    np.savez(tmp_path / "d.npz", x=x.numpy(), y=seq(x).argmax(1).detach().numpy())
+    args = ["certify", str(onnx_path), "--data", str(tmp_path / "d.npz"), "--domain", "gaussian-smoothing",
+            "--n", "300", "--n0", "30", "--json"]
+    assert main(args + ["--sigma", "0.1,0.3", "--plot", str(tmp_path / "g.png")]) == 0
+    both = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [b["sigma"] for b in both["by_sigma"]] == [0.1, 0.3] and (tmp_path / "g.png").stat().st_size > 1000
+    assert main(args + ["--sigma", "0.3"]) == 0
+    alone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["count"] for r in both["samples"] if r["sigma"] == 0.3] == [r["count"] for r in alone["samples"]]
+    # normalisation: an exact oracle on the network, then end to end
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.5]
+    net = with_normalisation(load_onnx(onnx_path), mean, std)
+    m, sd = torch.tensor(mean).reshape(3, 1, 1), torch.tensor(std).reshape(3, 1, 1)
+    torch.testing.assert_close(net.forward(x.double()), seq((x - m) / sd).double().detach(), rtol=1e-5, atol=1e-6)
+    assert main(args + ["--sigma", "0.3", "--mean", "0.4,0.5,0.6", "--std", "0.2,0.25,0.5"]) == 0
+    assert main(args + ["--sigma", "0.3", "--std", "0.2,0.25"]) == 2       # 2 values for 3 channels
+    assert "--std takes 1 or 3 values" in capsys.readouterr().err
+    # a certificate without radius (semantic smoothing) still gets a titled plot
+    sem = [{"idx": 0, "label": 1, "predict": 1, "correct": 1, "certified": True, "transform": "brightness",
+            "sigma": [0.2], "n": 100, "alpha": 0.001}]
+    assert plot_certificates(sem, tmp_path / "s.png", "semantic-smoothing").stat().st_size > 1000
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")
 def test_cuda_matches_cpu_statistically():
     sigma, n = 0.5, 20_000

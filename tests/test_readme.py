@@ -1,0 +1,86 @@
+"""The README works as written: its plugin example installs and runs, its domain table matches `nncert domains`,
+and every subcommand it shows answers --help."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+EX = ROOT / "examples" / "digits"
+
+
+def _block(first_line: str) -> str:
+    """The fenced code block of the README whose first line is `first_line`."""
+    for body in re.findall(r"```[a-z]*\n(.*?)```", README, re.S):
+        if body.startswith(first_line + "\n"):
+            return body
+    raise AssertionError(f"README has no code block starting with {first_line!r}")
+
+
+def _nncert(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "nncert.engine.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory):
+    """The README's plugin, built from its two code blocks and pip-installed into a folder of its own."""
+    tmp = tmp_path_factory.mktemp("readme_plugin")
+    src = tmp / "mypkg-src"
+    (src / "mypkg").mkdir(parents=True)
+    (src / "mypkg" / "__init__.py").write_text("")
+    (src / "mypkg" / "nncert_plugin.py").write_text(_block("# mypkg/nncert_plugin.py"))
+    (src / "pyproject.toml").write_text(_block("# pyproject.toml of mypkg"))
+    site = tmp / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
+                        "--target", str(site), str(src)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_readme_plugin_registers_and_verifies(plugin_env):
+    r = _nncert("domains", "--json", env=plugin_env)
+    assert r.returncode == 0 and "failed to load" not in r.stderr, r.stderr
+    rows = {d["name"]: d for d in json.loads(r.stdout)["domains"]}
+    assert rows["my-domain"]["plugin"] == "my-domain" and "tanh" in rows["my-domain"]["ops"]
+    spec = EX / "prop_0_0.01.vnnlib"
+    mine = _nncert("verify", EX / "mlp.onnx", spec, "--domain", "my-domain", "--json", env=plugin_env)
+    ibp = _nncert("verify", EX / "mlp.onnx", spec, "--domain", "ibp", "--json")
+    assert mine.returncode == 0, mine.stderr
+    assert json.loads(mine.stdout)["verdict"] == json.loads(ibp.stdout)["verdict"]
+    # the example is interval arithmetic: its bounds contain IBP's, and are no looser than rounding
+    b_mine = json.loads(_nncert("bounds", EX / "mlp.onnx", spec, "--domain", "my-domain", "--json",
+                                env=plugin_env).stdout)["regions"][0]
+    b_ibp = json.loads(_nncert("bounds", EX / "mlp.onnx", spec, "--domain", "ibp", "--json").stdout)["regions"][0]
+    for lo_m, hi_m, lo_i, hi_i in zip(b_mine["lower"], b_mine["upper"], b_ibp["lower"], b_ibp["upper"]):
+        assert abs(lo_m - lo_i) <= 1e-6 * (1 + abs(lo_i)) and abs(hi_m - hi_i) <= 1e-6 * (1 + abs(hi_i))
+
+
+def test_readme_domain_table_matches_nncert_domains():
+    table = {}
+    for line in README.splitlines():
+        m = re.match(r"\| `([a-z0-9-]+)` \| (\w+) \| ([^|]+) \|", line)
+        if m:
+            table[m[1]] = (m[2], {s.strip().replace("l_inf", "linf") for s in m[3].split(",")})
+    rows = json.loads(_nncert("domains", "--json").stdout)["domains"]
+    assert {r["name"] for r in rows} == set(table)
+    for r in rows:
+        assert table[r["name"]] == (r["guarantee"], set(r["input_sets"])), r["name"]
+
+
+def test_readme_commands_answer_help():
+    assert _nncert("--version").stdout.startswith("nncert ")
+    shown = set(re.findall(r"^nncert (\w+)", README, re.M))
+    assert {"verify", "bounds", "certify", "bench", "domains", "info", "lipschitz"} <= shown
+    from nncert.engine.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for cmd in shown:
+        r = _nncert(cmd, "--help")
+        assert r.returncode == 0 and "usage: nncert " + cmd in r.stdout, cmd
+        for action in sub.choices[cmd]._actions:   # every option explains itself
+            assert action.help or not action.option_strings, (cmd, action.option_strings)
