@@ -84,3 +84,10 @@ def test_readme_commands_answer_help():
         assert r.returncode == 0 and "usage: nncert " + cmd in r.stdout, cmd
         for action in sub.choices[cmd]._actions:   # every option explains itself
             assert action.help or not action.option_strings, (cmd, action.option_strings)
+
+
+def test_readme_python_example_runs():
+    code = _block("import nncert")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["unsat"]
