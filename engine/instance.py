@@ -46,28 +46,39 @@ def verify_json(model, spec, domain: str, timeout: float | None, started: float)
     return verify_instance(model, spec, domain, timeout, started=started).to_json()
 
 
+FALLBACK_DOMAIN = "ibp"   # what `auto` retries with when a worker passes the memory cap (no hidden-layer state)
+
+
 def verify_bounded(model, spec, domain: str = "auto", timeout: float | None = None,
                    started: float | None = None) -> dict:
     """verify_instance's JSON result, with the time and memory promises kept by a worker process: the work runs in
     a child killed GRACE (0.5 s) after `timeout` (from `started`) or when it passes the memory cap
-    (engine.memory.process_cap); the verdict is then `timeout` or `unknown`, with `evidence.ended` saying why.
-    Without a timeout (and with no NNCERT_MEMORY cap) it runs in this process. Bad input raises BadInput as
-    verify_instance does."""
+    (engine.memory.process_cap). A run of `auto` killed for memory is retried once with FALLBACK_DOMAIN in the
+    time left; otherwise the verdict is `timeout` or `unknown`, with `evidence.ended` saying why. Without a timeout
+    (and with no NNCERT_MEMORY cap) it runs in this process. Bad input raises BadInput as verify_instance does."""
     import os
     t0 = time.perf_counter() if started is None else started
     if timeout is None and not os.environ.get("NNCERT_MEMORY"):
         return verify_json(model, spec, domain, timeout, t0)
     from .memory import process_cap
     from .workers import Job, run_jobs
-    left = None if timeout is None else max(0.0, timeout - (time.perf_counter() - t0))
-    job = Job("nncert.engine.instance:verify_json", (str(model), str(spec), domain, timeout, t0), seconds=left)
-    for _, ended, value, _, _ in run_jobs([job], 1, process_cap()):
+    tried = []
+    while True:
+        left = None if timeout is None else max(0.0, timeout - (time.perf_counter() - t0))
+        job = Job("nncert.engine.instance:verify_json", (str(model), str(spec), domain, timeout, t0), seconds=left)
+        (_, ended, value, _, _), = run_jobs([job], 1, process_cap())
         if ended == "finished":
+            if tried:
+                value["evidence"] = {**value["evidence"], "ended": "memory, then " + domain, "reason": tried[0]}
             return value
         if ended == "raised":
             raise value
         if ended == "died":
             raise RuntimeError(value)
+        if ended == "memory" and domain == "auto" and not tried and (left is None or left > 1.0):
+            tried.append(value)
+            domain = FALLBACK_DOMAIN
+            continue
         verdict = "timeout" if ended == "deadline" else "unknown"
         return {"verdict": verdict, "domain": domain, "seconds": time.perf_counter() - t0, "counterexample": None,
                 "guarantee": "sound", "certificate": None, "evidence": {"by": None, "ended": ended, "reason": value}}

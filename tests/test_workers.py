@@ -63,3 +63,32 @@ def test_every_job_is_reported_exactly_once():
     jobs = [Job("test_workers:nap", (0.01 * (i % 3),), key=i) for i in range(12)]
     out = _run(jobs, n=3)
     assert sorted(out) == list(range(12)) and all(v[0] == "finished" for v in out.values())
+
+
+def test_auto_falls_back_to_ibp_after_the_memory_cap(monkeypatch):
+    """verify_bounded: a worker of `auto` killed for memory is retried once with the cheaper domain; a second kill
+    answers unknown with the reason."""
+    from nncert.engine import instance, workers
+    seen = []
+
+    def fake(outcomes):
+        def run_jobs(jobs, n, cap):
+            (job,) = jobs
+            seen.append(job.args[2])
+            ended, value = outcomes[len(seen) - 1]
+            yield job, ended, value, 0, 0.1
+        return run_jobs
+
+    ok = {"verdict": "unsat", "domain": "ibp", "seconds": 0.1, "counterexample": None, "evidence": {"by": "ibp"}}
+    monkeypatch.setattr(workers, "run_jobs", fake([("memory", "over the cap"), ("finished", ok)]))
+    out = instance.verify_bounded("m.onnx", "s.vnnlib", "auto", timeout=30)
+    assert seen == ["auto", "ibp"] and out["verdict"] == "unsat"
+    assert out["evidence"]["ended"] == "memory, then ibp" and out["evidence"]["reason"] == "over the cap"
+    seen.clear()
+    monkeypatch.setattr(workers, "run_jobs", fake([("memory", "over"), ("memory", "still over")]))
+    out = instance.verify_bounded("m.onnx", "s.vnnlib", "auto", timeout=30)
+    assert seen == ["auto", "ibp"] and out["verdict"] == "unknown" and out["evidence"]["ended"] == "memory"
+    seen.clear()
+    monkeypatch.setattr(workers, "run_jobs", fake([("memory", "over")]))
+    out = instance.verify_bounded("m.onnx", "s.vnnlib", "crown", timeout=30)   # a named domain is not swapped
+    assert seen == ["crown"] and out["verdict"] == "unknown"
