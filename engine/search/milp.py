@@ -481,6 +481,8 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
             return finish("timeout")
         rows = []
         for di, dj in enumerate(case.disjuncts):
+            if time.perf_counter() > deadline:     # each disjunct's CROWN and alpha-CROWN pass takes a while
+                return finish("timeout")
             C = dj.C.numpy()
             C = np.pad(C, ((0, 0), (0, WL.shape[0] - C.shape[1]))) if C.shape[1] < WL.shape[0] else C
             A = C @ WL                                    # rows on the last hidden vector
@@ -527,6 +529,8 @@ def milp_verify(network, spec, deadline: float, bounds_domain: str | None = None
         for W, b in layers[:-1]:
             hcen = np.maximum(W @ hcen + b, 0)
         for di, A, c, C, d, rl, ru, _ in rows:
+            if time.perf_counter() > deadline:
+                return finish("timeout")
             tl, tu = _last_rows(A, c, pre, lo, hi)
             rl, ru = np.maximum(rl, tl), np.minimum(ru, tu)
             if (ru < 0).any() or (method == "alpha" and tighten and _alpha_refutes(layers, lo, hi, pre, C, d)):
