@@ -54,16 +54,21 @@ def test_bench_runs_subset_and_checks_truth(tmp_path):
     assert r3.returncode == 0 and json.loads(r3.stdout.splitlines()[-1])["wrong"] == 0
 
 
-def test_bench_resume_after_kill(tmp_path):
-    # 8 copies of each property: far more instances than finish between the poll and the kill
+def _copies(tmp_path, n):
+    """A CSV of n copies of each digits property (distinct files): more instances than finish before a kill."""
     rows = []
-    for i in range(8):
+    for i in range(n):
         for prop in PROPS:
             copy = tmp_path / f"c{i}_{prop}"
             copy.write_text((EX / prop).read_text())
             rows.append(f"{EX / 'mlp.onnx'},{copy},60")
     csv = tmp_path / "instances.csv"
     csv.write_text("\n".join(rows) + "\n")
+    return csv, rows
+
+
+def test_bench_resume_after_kill(tmp_path):
+    csv, rows = _copies(tmp_path, 8)
     out = tmp_path / "r.jsonl"
     p = subprocess.Popen([sys.executable, "-m", "nncert.engine.cli", "bench", str(csv), "--out", str(out)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -118,14 +123,7 @@ def _alive(pid):
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc to find the workers")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_bench_killed_leaves_no_workers_and_resumes_exactly_once(tmp_path, sig):
-    rows = []
-    for i in range(6):
-        for prop in PROPS:
-            copy = tmp_path / f"c{i}_{prop}"
-            copy.write_text((EX / prop).read_text())
-            rows.append(f"{EX / 'mlp.onnx'},{copy},60")
-    csv = tmp_path / "instances.csv"
-    csv.write_text("\n".join(rows) + "\n")
+    csv, rows = _copies(tmp_path, 6)
     out = tmp_path / "r.jsonl"
     p = subprocess.Popen([sys.executable, "-m", "nncert.engine.cli", "bench", str(csv), "--out", str(out),
                           "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
