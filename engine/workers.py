@@ -2,11 +2,13 @@
 
 A `Job` names a function ("module:function") and its arguments; `run_jobs` runs jobs on up to n worker processes
 and reports each job exactly once with how it ended:
-  "finished"  the function returned (its value) or raised (the message);
+  "finished"  the function returned (its value);
+  "raised"    the function raised (the exception, or a RuntimeError with its text when it cannot be pickled);
   "deadline"  the worker was still running GRACE seconds after the job's deadline and was killed;
   "memory"    the worker's resident memory passed the cap (polled every POLL seconds) and it was killed;
   "died"      the worker died on its own (a signal, e.g. SIGKILL from outside, or an exit) twice in a row:
-              a job is retried once on a fresh worker before it is reported so.
+              a job is retried once on a fresh worker, within its first deadline, before it is reported so.
+The memory cap applies to a worker's resident memory now; the reported peak is the worker's over its lifetime.
 A killed or dead worker is replaced. Workers never outlive the parent: they die with it (Linux PR_SET_PDEATHSIG)
 and are killed when the parent is ended by SIGTERM / SIGINT or leaves `run_jobs` in any way.
 
@@ -38,6 +40,7 @@ class Job:
     seconds: float | None = None         # time limit, counted from when a worker takes the job; None: no limit
     key: object = None                   # the caller's handle, reported back
     tries: int = field(default=0, repr=False)
+    first_start: float | None = field(default=None, repr=False)   # a retried job keeps its first deadline
 
 
 def _die_with_parent() -> None:
@@ -142,7 +145,9 @@ def run_jobs(jobs, n: int = 1, memory_cap: int | None = None):
                     workers.append(w)
                 w.job = pending.pop(0)
                 w.started = time.perf_counter()
-                w.deadline = w.started + (float("inf") if w.job.seconds is None else w.job.seconds)
+                if w.job.first_start is None:
+                    w.job.first_start = w.started
+                w.deadline = w.job.first_start + (float("inf") if w.job.seconds is None else w.job.seconds)
                 w.conn.send((w.job.fn, w.job.args))
             busy = [w for w in workers if w.job]
             now = time.perf_counter()
@@ -166,10 +171,11 @@ def run_jobs(jobs, n: int = 1, memory_cap: int | None = None):
                         continue
                     ended, value = "died", f"worker died ({_how(w.proc.exitcode)}) twice"
                 if ended is None:
-                    w.peak = max(w.peak, rss_bytes(w.proc.pid))
+                    rss = rss_bytes(w.proc.pid)     # now: a worker's earlier jobs do not count against this one
+                    w.peak = max(w.peak, rss)
                     if time.perf_counter() > w.deadline + GRACE:
                         ended, value = "deadline", "killed at the deadline"
-                    elif memory_cap is not None and w.peak > memory_cap:
+                    elif memory_cap is not None and rss > memory_cap:
                         ended, value = "memory", f"resident memory passed the cap of {memory_cap / 2 ** 30:.2f} GiB"
                     else:
                         continue
@@ -178,7 +184,7 @@ def run_jobs(jobs, n: int = 1, memory_cap: int | None = None):
                 else:
                     w.peak = max(w.peak, rss_bytes(w.proc.pid))
                     w.job = None
-                yield job, ended, value, w.peak, time.perf_counter() - w.started
+                yield job, ended, value, w.peak, time.perf_counter() - job.first_start
     finally:
         for w in workers:
             try:
