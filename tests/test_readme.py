@@ -91,3 +91,25 @@ def test_readme_python_example_runs():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["unsat"]
+
+
+def test_readme_command_lines_run_on_the_shipped_example(tmp_path):
+    """Each line of the README's command-line block, required arguments only, on examples/digits (certify on a
+    small .npz of its inputs)."""
+    import numpy as np
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.random.default_rng(0).random((3, 64), dtype=np.float32), y=np.array([0, 1, 2]))
+    subst = {"MODEL.onnx": str(EX / "mlp.onnx"), "SPEC.vnnlib": str(EX / "prop_0_0.01.vnnlib"), "DATA.npz": str(data),
+             "NAME": "liplt"}
+    ran = 0
+    for line in _block("nncert --version").splitlines():
+        cmd = line.split("#")[0].split("[")[0].split()
+        if not cmd or cmd[0] != "nncert":
+            continue
+        args = [subst.get(a, a.split("|")[0]) for a in cmd[1:]]
+        if args[:1] == ["certify"]:
+            args += ["--eps", "0.1"]
+        r = _nncert(*args)
+        assert r.returncode == 0, (line, r.stderr)
+        ran += 1
+    assert ran >= 7
