@@ -78,6 +78,26 @@ def read_vnnlib(path, model=None) -> Spec:
     return _read(path, None if net is None else net.n_inputs, None if net is None else net.n_outputs)
 
 
+def write_vnnlib(spec: Spec, path, model=None, version: str = "2.0") -> None:
+    """Write a spec with box input sets as a VNN-LIB file (2.0: the model's input shape when a model is given, else
+    flat; or 1.0); read_vnnlib reads it back to the same spec (input bounds are written exactly)."""
+    from pathlib import Path
+    if version == "2.0":
+        from .io.vnnlib2 import format_vnnlib2
+        shape = [spec.n_inputs]
+        if model is not None:
+            net = load(model)
+            shape = [1, *net.input_shape]
+            spec = spec.padded(max(net.n_outputs, spec.n_outputs))
+        text = format_vnnlib2(spec, shape)
+    elif version == "1.0":
+        from .io.vnnlib import format_vnnlib
+        text = format_vnnlib(spec)
+    else:
+        raise BadInput(f"VNN-LIB version must be '1.0' or '2.0', got {version!r}")
+    Path(path).write_text(text)
+
+
 def robustness(x, eps: float, label: int, norm: str = "linf", n_classes: int | None = None,
                clip=(None, None)) -> Spec:
     """Local robustness of one input as a spec: the unsafe set is "some class j != label scores >= label's", over
@@ -152,5 +172,5 @@ def lipschitz(model, method: str = "liplt", pairwise: bool = False) -> dict:
     return get_registry().domain("liplt").lipschitz(load(model), method=method, pairwise=pairwise)
 
 
-__all__ = ["load", "read_vnnlib", "robustness", "verify", "bounds", "certify", "lipschitz", "Result", "Spec",
+__all__ = ["load", "read_vnnlib", "write_vnnlib", "robustness", "verify", "bounds", "certify", "lipschitz", "Result", "Spec",
            "Network"]

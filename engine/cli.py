@@ -70,8 +70,8 @@ def cmd_verify(args) -> int:
     else:
         print(res["verdict"])
         if res["counterexample"] is not None:
-            from .io.vnnlib import format_counterexample
-            print(format_counterexample(res["counterexample"]["x"], res["counterexample"]["y"]))
+            from .io.vnnlib import format_result_counterexample
+            print(format_result_counterexample(res["counterexample"], args.spec))
         print(f"domain={res['domain']} seconds={res['seconds']:.4f}")
     return Exit.OK
 

@@ -25,8 +25,8 @@ def write_result(onnx_path, spec_path, results, timeout, started: float, bounded
                else verify_instance(onnx_path, spec_path, "auto", budget, started=started).to_json())
         text = res["verdict"]
         if res["counterexample"] is not None:
-            from .io.vnnlib import format_counterexample
-            text += "\n" + format_counterexample(res["counterexample"]["x"], res["counterexample"]["y"])
+            from .io.vnnlib import format_result_counterexample
+            text += "\n" + format_result_counterexample(res["counterexample"], spec_path)
     except (BadInput, ValueError) as e:
         print(f"nncert: error: {e}", file=sys.stderr)
         with open(results, "w") as f:

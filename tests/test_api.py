@@ -67,6 +67,24 @@ def test_verify_a_torch_cnn_both_ways(cnn):
     assert bad.to_json()["verdict"] == "sat"
 
 
+def test_verify_a_torch_cnn_through_a_vnnlib2_file(cnn, tmp_path):
+    x = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(1))
+    label = int(cnn(x[None]).argmax())
+    model = nncert.load(cnn, input_shape=(1, 8, 8))
+    path = tmp_path / "robust.vnnlib"
+    nncert.write_vnnlib(nncert.robustness(x, 1.0, label, n_classes=5, clip=(0, 1)), path, model)
+    assert path.read_text().splitlines()[1] == "(vnnlib-version <2.0>)" and "X[0,0,7,7]" in path.read_text()
+    spec = nncert.read_vnnlib(path, model)
+    assert spec.meta["input"]["shape"] == [1, 1, 8, 8]
+    bad = nncert.verify(model, spec, timeout=60)
+    assert bad.verdict == "sat"
+    cex = torch.tensor(bad.counterexample["x"], dtype=torch.float32).reshape(1, 1, 8, 8)
+    with torch.no_grad():
+        scores = cnn(cex)[0]    # checked on the module itself
+    assert 0 <= float(cex.min()) and float(cex.max()) <= 1
+    assert any(float(scores[j]) >= float(scores[label]) for j in range(5) if j != label)
+
+
 def test_bounds_contain_sampled_outputs(cnn):
     x = torch.rand(64)
     lo, hi = nncert.bounds(cnn_net := nncert.load(cnn, input_shape=(1, 8, 8)), x - 0.05, x + 0.05, domain="crown")

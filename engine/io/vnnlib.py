@@ -37,7 +37,7 @@ from ..errors import BadInput
 from ..spec import Box, Case, Disjunct, LpBall, Spec
 
 __all__ = ["read_vnnlib", "parse_vnnlib", "format_vnnlib", "read_counterexample", "parse_counterexample",
-           "format_counterexample", "MAX_TERMS"]
+           "format_counterexample", "format_result_counterexample", "MAX_TERMS"]
 
 MAX_TERMS = 100_000  # DNF terms (input regions x output conjunctions) a spec may expand to
 
@@ -64,16 +64,22 @@ def _tokenize(text: str) -> list[str]:
 
 
 class _Reader:
+    POSITIONS = _TOK  # the token pattern with whitespace and comments, for error positions
+
     def __init__(self, text: str, source: str):
         self.text, self.source = text, source
-        self.tokens = _tokenize(text)
+        self.tokens = self.tokenize(text)
+
+    @staticmethod
+    def tokenize(text: str) -> list[str]:
+        return _tokenize(text)
 
     # ---- errors -------------------------------------------------------------------------------------------
     def where(self, i: int | None) -> tuple[int | None, int | None]:
         if i is None:
             return None, None
         k = -1
-        for m in _TOK.finditer(self.text):
+        for m in self.POSITIONS.finditer(self.text):
             if m.group(1) is not None:
                 k += 1
                 if k == i:
@@ -84,6 +90,10 @@ class _Reader:
     def error(self, i: int | None, msg: str):
         line, col = self.where(i)
         raise BadInput(msg, self.source, line, col)
+
+    def name(self, kind: int, i: int) -> str:
+        """How messages name input (kind 0) / output (kind 1) number i."""
+        return f"{'XY'[kind]}_{i}"
 
     def tok(self, node) -> int:
         """The token index that locates `node` (an atom, or a list's open paren)."""
@@ -261,10 +271,12 @@ class _SpecReader(_Reader):
         xs = sorted(-v - 1 for v in coeffs if v < 0)
         ys = sorted(v for v in coeffs if v >= 0)
         if xs and ys:
-            self.error(at, f"constraint mixes input X_{xs[0]} and output Y_{ys[0]}: inputs may only be "
+            self.error(at, f"constraint mixes input {self.name(0, xs[0])} and output {self.name(1, ys[0])}: "
+                           "inputs may only be "
                            "bounded by constants")
         if len(xs) > 1:
-            self.error(at, f"constraint couples inputs X_{xs[0]} and X_{xs[1]}: only bounds on single inputs "
+            self.error(at, f"constraint couples inputs {self.name(0, xs[0])} and {self.name(0, xs[1])}: only "
+                           "bounds on single inputs "
                            "(a box) are supported")
         if xs:
             i = xs[0]
@@ -414,16 +426,8 @@ class _SpecReader(_Reader):
             if cmd == "declare-const":
                 self.declare(form)
             elif cmd == "assert":
-                if len(form) != 3:
-                    self.error(form[1], "'assert' takes exactly one formula")
                 n_asserts += 1
-                d = self.dnf(form[2])
-                if len(d) == 1:
-                    common.extend(d[0])
-                else:
-                    if len(multi) * len(d) > MAX_TERMS:
-                        self.error(form[1], f"spec expands to more than {MAX_TERMS} disjuncts")
-                    multi = [t + s for t in multi for s in d]
+                multi = self.assertion(form, common, multi)
             elif cmd == "declare-fun":
                 self.error(form[1], "declare-fun is not VNN-LIB 1.0: use (declare-const NAME Real)")
             elif cmd not in _IGNORED:
@@ -431,6 +435,22 @@ class _SpecReader(_Reader):
         if not n_asserts:
             self.error(None, "empty spec: no assert")
         n_in, n_out = self.count(0, n_inputs), self.count(1, n_outputs)
+        return self.build(common, multi, n_in, n_out, {"format": "vnnlib-1.0", "asserts": n_asserts})
+
+    def assertion(self, form, common: list, multi: list) -> list:
+        """Add an (assert F) to the single-term atoms `common` or the product `multi`; returns the new multi."""
+        if len(form) != 3:
+            self.error(form[1], "'assert' takes exactly one formula")
+        d = self.dnf(form[2])
+        if len(d) == 1:
+            common.extend(d[0])
+            return multi
+        if len(multi) * len(d) > MAX_TERMS:
+            self.error(form[1], f"spec expands to more than {MAX_TERMS} disjuncts")
+        return [t + s for t in multi for s in d]
+
+    def build(self, common: list, multi: list, n_in: int, n_out: int, meta: dict) -> Spec:
+        """The Spec of the conjunction of `common` atoms with the disjunction of `multi` terms."""
         if not any(a[0] == 1 for a in common) and not any(a[0] == 1 for t in multi for a in t):
             self.error(None, "empty spec: no output constraint (no assert mentions a Y_j)")
 
@@ -460,8 +480,7 @@ class _SpecReader(_Reader):
                     C[r, j] += w
                 d[r] = const
             case.disjuncts.append(Disjunct(torch.from_numpy(C), torch.from_numpy(d)))
-        return Spec(list(cases.values()), n_in, n_out, source=self.source,
-                    meta={"format": "vnnlib-1.0", "asserts": n_asserts, "terms": len(multi)})
+        return Spec(list(cases.values()), n_in, n_out, source=self.source, meta={**meta, "terms": len(multi)})
 
     def _box(self, lo: list, hi: list, atoms: tuple[list, list], cases: dict) -> tuple[tuple, Case]:
         """Check a term's box (both bounds on every input, non-empty) and find or make its case."""
@@ -471,9 +490,9 @@ class _SpecReader(_Reader):
             i = int(bad[0])
             if lo[i] > hi[i]:
                 last = [a[4] for a in atoms[0] + atoms[1] if a[0] == 0 and a[1] == i][-1]
-                self.error(last, f"empty input box: X_{i} lower bound {lo[i]!r} > upper bound {hi[i]!r}")
+                self.error(last, f"empty input box: {self.name(0, i)} lower bound {lo[i]!r} > upper bound {hi[i]!r}")
             side = "lower" if lo[i] == -math.inf else "upper"
-            self.error(self.decl[0][i], f"X_{i} has no {side} bound")
+            self.error(self.decl[0][i], f"{self.name(0, i)} has no {side} bound")
         key = (tuple(lo), tuple(hi))
         case = cases.get(key)
         if case is None:
@@ -495,10 +514,14 @@ class _SpecReader(_Reader):
 
 def parse_vnnlib(text: str, source: str = "<string>", n_inputs: int | None = None,
                  n_outputs: int | None = None) -> Spec:
-    """Parse VNN-LIB 1.0 text into a `Spec` (the unsafe set). `source` names it in error messages.
+    """Parse VNN-LIB text into a `Spec` (the unsafe set). `source` names it in error messages. Version 2.0 text (a
+    version declaration or a declare-network) goes to engine/io/vnnlib2.py.
 
     When `n_inputs` / `n_outputs` are given (the network's sizes), the declared X_i / Y_j must match them.
     """
+    from .vnnlib2 import is_vnnlib2, parse_vnnlib2
+    if is_vnnlib2(text):
+        return parse_vnnlib2(text, source, n_inputs, n_outputs)
     try:
         return _SpecReader(text, str(source)).spec(n_inputs, n_outputs)
     except RecursionError:
@@ -515,7 +538,7 @@ def _read_text(path) -> str:
 
 
 def read_vnnlib(path, n_inputs: int | None = None, n_outputs: int | None = None) -> Spec:
-    """Read a VNN-LIB 1.0 file into a `Spec`; see `parse_vnnlib`."""
+    """Read a VNN-LIB 1.0 or 2.0 file into a `Spec`; see `parse_vnnlib`."""
     return parse_vnnlib(_read_text(path), str(path), n_inputs, n_outputs)
 
 
@@ -570,8 +593,19 @@ def format_vnnlib(spec: Spec) -> str:
 
 # ---- counterexamples ----------------------------------------------------------------------------------------
 
-def parse_counterexample(text: str, source: str = "<string>") -> tuple[np.ndarray, np.ndarray]:
-    """`((X_0 v) ... (Y_0 v) ...)`, optionally after a `sat` line -> (x, y) float64 arrays in index order."""
+def _names(spec: Spec | None) -> tuple[list[str], list[str]] | None:
+    """Element names of a VNN-LIB 2.0 spec's input and output tensors (None for a 1.0 spec)."""
+    if spec is None or spec.meta.get("format") != "vnnlib-2.0":
+        return None
+    from .vnnlib2 import element_names
+    return tuple(element_names(spec.meta[k]["name"], spec.meta[k]["shape"]) for k in ("input", "output"))
+
+
+def parse_counterexample(text: str, source: str = "<string>", spec: Spec | None = None) \
+        -> tuple[np.ndarray, np.ndarray]:
+    """`((X_0 v) ... (Y_0 v) ...)`, optionally after a `sat` line -> (x, y) float64 arrays in index order.
+    With a VNN-LIB 2.0 `spec`, its element names (`X[0,3]`) are read as well."""
+    elements = {n: (k, i) for k, ns in enumerate(_names(spec) or ()) for i, n in enumerate(ns)}
     r = _Reader(text, str(source))
     forms = r.tree()
     if forms and isinstance(forms[0], int) and r.tokens[forms[0]] == "sat":
@@ -585,8 +619,9 @@ def parse_counterexample(text: str, source: str = "<string>") -> tuple[np.ndarra
             r.error(r.tok(f), "expected (X_i value) or (Y_j value)")
         name = r.tokens[f[1]]
         m = _VAR.fullmatch(name)
-        if not m:
-            r.error(f[1], f"variable name '{name}' is not X_i or Y_j")
+        if not m and name not in elements:
+            r.error(f[1], f"variable name '{name}' is not X_i or Y_j" + (" or an element of the spec's tensors"
+                                                                          if elements else ""))
         v, sign = f[2], 1.0
         if not isinstance(v, int):  # (- 0.5)
             if len(v) == 3 and isinstance(v[1], int) and r.tokens[v[1]] == "-" and isinstance(v[2], int):
@@ -596,7 +631,7 @@ def parse_counterexample(text: str, source: str = "<string>") -> tuple[np.ndarra
         t = r.tokens[v]
         if not _NUM.fullmatch(t) or not math.isfinite(float(t)):
             r.error(v, f"bad number '{t}'")
-        kind, idx = (0 if m.group(1) == "X" else 1), int(m.group(2))
+        kind, idx = elements[name] if not m else ((0 if m.group(1) == "X" else 1), int(m.group(2)))
         if idx in vals[kind]:
             r.error(f[1], f"{name} is given twice")
         vals[kind][idx] = sign * float(t)
@@ -605,18 +640,20 @@ def parse_counterexample(text: str, source: str = "<string>") -> tuple[np.ndarra
         n = max(vals[kind], default=-1) + 1
         if not n or len(vals[kind]) != n:
             missing = min(set(range(max(n, 1))) - set(vals[kind]))
-            r.error(None, f"counterexample has no value for {letter}_{missing}")
+            names = _names(spec)
+            r.error(None, f"counterexample has no value for {names[kind][missing] if names else f'{letter}_{missing}'}")
         out.append(np.array([vals[kind][i] for i in range(n)], dtype=np.float64))
     return out[0], out[1]
 
 
-def read_counterexample(path) -> tuple[np.ndarray, np.ndarray]:
+def read_counterexample(path, spec: Spec | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a VNN-COMP counterexample / result file; see `parse_counterexample`."""
-    return parse_counterexample(_read_text(path), str(path))
+    return parse_counterexample(_read_text(path), str(path), spec)
 
 
-def format_counterexample(x, y) -> str:
-    """VNN-COMP counterexample text `((X_0 v)\\n (X_1 v)\\n ... (Y_0 v)\\n ...)`, exact float64 repr values.
+def format_counterexample(x, y, spec: Spec | None = None) -> str:
+    """VNN-COMP counterexample text `((X_0 v)\\n (X_1 v)\\n ... (Y_0 v)\\n ...)`, exact float64 repr values;
+    for a VNN-LIB 2.0 `spec`, named by its tensors' elements (`(X[0,0] v)`).
 
     No trailing newline and no `sat` line: a result file is `"sat\\n" + format_counterexample(x, y) + "\\n"`.
     """
@@ -624,5 +661,19 @@ def format_counterexample(x, y) -> str:
     ys = np.asarray(torch.as_tensor(y, dtype=torch.float64).flatten())
     if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
         raise BadInput("counterexample contains NaN or Inf")
-    items = [f"(X_{i} {float(v)!r})" for i, v in enumerate(xs)] + [f"(Y_{j} {float(v)!r})" for j, v in enumerate(ys)]
+    names = _names(spec) or ([f"X_{i}" for i in range(xs.size)], [f"Y_{j}" for j in range(ys.size)])
+    if (len(names[0]), len(names[1])) != (xs.size, ys.size):
+        raise BadInput("counterexample sizes do not match the spec's tensors")
+    items = [f"({n} {float(v)!r})" for n, v in zip(names[0], xs)] + [f"({n} {float(v)!r})" for n, v in zip(names[1], ys)]
     return "(" + "\n ".join(items) + ")"
+
+
+def format_result_counterexample(cex: dict, spec_path) -> str:
+    """`format_counterexample` of a result's {"x", "y"}, named as the spec file at `spec_path` names its variables
+    (X_i for VNN-LIB 1.0, tensor elements for 2.0; the file is re-read only when it is 2.0)."""
+    spec = None
+    text = _read_text(spec_path)
+    from .vnnlib2 import is_vnnlib2
+    if is_vnnlib2(text):
+        spec = parse_vnnlib(text, str(spec_path))
+    return format_counterexample(cex["x"], cex["y"], spec)
