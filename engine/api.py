@@ -166,11 +166,24 @@ def certify(model, x, y, domain: str = "gaussian-smoothing", **options) -> list[
     return d.certify(load(model), torch.as_tensor(x), torch.as_tensor(y), options)
 
 
+def certified_accuracy(records, radii=(0.0, 0.25, 0.5, 0.75, 1.0)) -> dict:
+    """{radius: fraction of records correct with certified radius > radius} (engine.report.certified_accuracy)."""
+    from .report import certified_accuracy as _acc
+    return _acc(records, radii)
+
+
+def plot_certificates(records, path, domain: str):
+    """A titled, annotated PNG of certify records: certified accuracy vs radius, one curve per sigma
+    (engine.report.plot_certificates); returns the path."""
+    from .report import plot_certificates as _plot
+    return _plot(records, path, domain)
+
+
 def lipschitz(model, method: str = "liplt", pairwise: bool = False) -> dict:
     """Guaranteed l2 Lipschitz upper bounds (plugins/liplt): {"global", "pairwise" (L_ij or None), ...}."""
     from .registry import get_registry
     return get_registry().domain("liplt").lipschitz(load(model), method=method, pairwise=pairwise)
 
 
-__all__ = ["load", "read_vnnlib", "write_vnnlib", "robustness", "verify", "bounds", "certify", "lipschitz", "Result", "Spec",
-           "Network"]
+__all__ = ["load", "read_vnnlib", "write_vnnlib", "robustness", "verify", "bounds", "certify", "certified_accuracy",
+           "plot_certificates", "lipschitz", "Result", "Spec", "Network"]

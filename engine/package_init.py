@@ -6,7 +6,8 @@ command line stay light (no torch import until needed).
 """
 from nncert.engine import __version__
 
-API = ("load", "read_vnnlib", "write_vnnlib", "robustness", "verify", "bounds", "certify", "lipschitz", "Result", "Spec", "Network")
+API = ("load", "read_vnnlib", "write_vnnlib", "robustness", "verify", "bounds", "certify", "certified_accuracy",
+       "plot_certificates", "lipschitz", "Result", "Spec", "Network")
 
 
 def __getattr__(name):

@@ -1,13 +1,10 @@
-"""The README works as written: its plugin example installs and runs, its domain table matches `nncert domains`,
-and every subcommand it shows answers --help."""
+"""The README works as written: its domain table matches `nncert domains`, every subcommand it shows answers
+--help, and its Python example and command lines run (the plugin example lives in docs/: tests/test_docs.py)."""
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -25,40 +22,6 @@ def _block(first_line: str) -> str:
 def _nncert(*args, env=None):
     return subprocess.run([sys.executable, "-m", "nncert.engine.cli", *map(str, args)], capture_output=True,
                           text=True, env=env)
-
-
-@pytest.fixture(scope="module")
-def plugin_env(tmp_path_factory):
-    """The README's plugin, built from its two code blocks and pip-installed into a folder of its own."""
-    tmp = tmp_path_factory.mktemp("readme_plugin")
-    src = tmp / "mypkg-src"
-    (src / "mypkg").mkdir(parents=True)
-    (src / "mypkg" / "__init__.py").write_text("")
-    (src / "mypkg" / "nncert_plugin.py").write_text(_block("# mypkg/nncert_plugin.py"))
-    (src / "pyproject.toml").write_text(_block("# pyproject.toml of mypkg"))
-    site = tmp / "site"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
-                        "--target", str(site), str(src)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-
-
-def test_readme_plugin_registers_and_verifies(plugin_env):
-    r = _nncert("domains", "--json", env=plugin_env)
-    assert r.returncode == 0 and "failed to load" not in r.stderr, r.stderr
-    rows = {d["name"]: d for d in json.loads(r.stdout)["domains"]}
-    assert rows["my-domain"]["plugin"] == "my-domain" and "tanh" in rows["my-domain"]["ops"]
-    spec = EX / "prop_0_0.01.vnnlib"
-    mine = _nncert("verify", EX / "mlp.onnx", spec, "--domain", "my-domain", "--json", env=plugin_env)
-    ibp = _nncert("verify", EX / "mlp.onnx", spec, "--domain", "ibp", "--json")
-    assert mine.returncode == 0, mine.stderr
-    assert json.loads(mine.stdout)["verdict"] == json.loads(ibp.stdout)["verdict"]
-    # the example is interval arithmetic: its bounds contain IBP's, and are no looser than rounding
-    b_mine = json.loads(_nncert("bounds", EX / "mlp.onnx", spec, "--domain", "my-domain", "--json",
-                                env=plugin_env).stdout)["regions"][0]
-    b_ibp = json.loads(_nncert("bounds", EX / "mlp.onnx", spec, "--domain", "ibp", "--json").stdout)["regions"][0]
-    for lo_m, hi_m, lo_i, hi_i in zip(b_mine["lower"], b_mine["upper"], b_ibp["lower"], b_ibp["upper"]):
-        assert abs(lo_m - lo_i) <= 1e-6 * (1 + abs(lo_i)) and abs(hi_m - hi_i) <= 1e-6 * (1 + abs(hi_i))
 
 
 def test_readme_domain_table_matches_nncert_domains():
