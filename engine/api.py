@@ -156,14 +156,21 @@ def bounds(model, lower, upper, domain: str = "crown", C=None):
     return (lo[0], hi[0]) if single else (lo, hi)
 
 
-def certify(model, x, y, domain: str = "gaussian-smoothing", **options) -> list[dict]:
+def certify(model, x, y, domain: str = "gaussian-smoothing", **options):
     """Per-sample certificates of a certificate domain (gaussian-smoothing, semantic-smoothing, liplt) with the
-    options of `nncert certify` (sigma, n0, n, alpha, batch, seed, transform, ranges, eps, ...)."""
+    options of `nncert certify` (sigma (a list: one run per level), n0, n, alpha, batch, seed, transform, ranges,
+    eps, ...). Returns a list of records (dicts: label, predict, radius, ...) whose `to_json()` is what
+    `nncert certify --json` prints; x may be flat or in the model's input shape."""
+    from .certify import certify_data
     from .registry import get_registry
     d = get_registry().domain(domain)
     if not d.can_certify():
         raise BadInput(f"domain {domain!r} issues no dataset certificates")
-    return d.certify(load(model), torch.as_tensor(x), torch.as_tensor(y), options)
+    net = load(model)
+    x = torch.as_tensor(x)
+    if x[0].numel() != net.n_inputs:
+        raise BadInput(f"samples have {x[0].numel()} values but the model takes {net.n_inputs}")
+    return certify_data(d, net, x.reshape(len(x), *net.input_shape), torch.as_tensor(y), options)
 
 
 def certified_accuracy(records, radii=(0.0, 0.25, 0.5, 0.75, 1.0)) -> dict:

@@ -49,11 +49,47 @@ def with_normalisation(net, mean, std):
     return Network(net.input_name, net.input_shape, nodes, net.output, net.source, None, net.input_dtype)
 
 
+class Certificates(list):
+    """The records of a certification (one dict per sample and noise level), with what `nncert certify --json`
+    prints around them: `domain`, `guarantee`, `seconds`, `options`, and `to_json()`."""
+
+    def __init__(self, records, domain, options: dict, seconds: float, levels: list):
+        super().__init__(records)
+        self.domain, self.guarantee, self.options, self.seconds = domain.name, domain.guarantee, options, seconds
+        self.levels = levels
+
+    def to_json(self) -> dict:
+        from .report import certified_accuracy, summary
+        records = list(self)
+        out = {"domain": self.domain, "guarantee": self.guarantee, "samples": records,
+               "certified_accuracy": certified_accuracy(records), "summary": summary(records), "seconds": self.seconds}
+        if len(self.levels) > 1:
+            out["by_sigma"] = [{"sigma": lv[0], "summary": summary([r for r in records if r["sigma"] == lv[0]]),
+                                "certified_accuracy": certified_accuracy([r for r in records if r["sigma"] == lv[0]])}
+                               for lv in self.levels]
+        alpha = self.options.get("alpha", next((r["alpha"] for r in records if "alpha" in r), None))
+        if self.guarantee == "probabilistic" and alpha is not None:
+            out["statement"] = f"each certificate holds with probability >= 1 - alpha = {1 - alpha}"
+        return out
+
+
+def certify_data(dom, net, x, y, opts: dict) -> Certificates:
+    """Run certificate domain `dom` over samples x (in the network's input shape) with labels y.
+    gaussian-smoothing takes one noise level: several (sigma=[0.12, 0.25, 0.5]) certify the data once per level, as
+    Cohen et al.'s tables compare them (the plot overlays their curves)."""
+    sigma = opts.get("sigma")
+    several = dom.name == "gaussian-smoothing" and isinstance(sigma, (list, tuple)) and len(sigma) > 1
+    levels = [[s] for s in sigma] if several else [sigma]
+    t0 = time.perf_counter()
+    records = [r for lv in levels for r in dom.certify(net, x, y, {**opts, **({"sigma": lv} if lv else {})})]
+    return Certificates(records, dom, opts, time.perf_counter() - t0, levels)
+
+
 def certify_dataset(args) -> int:
     from .instance import load_model
     from .io.data import load_dataset
     from .registry import get_registry
-    from .report import certified_accuracy, plot_certificates, summary, write_tsv
+    from .report import plot_certificates, write_tsv
 
     dom = get_registry().domain(args.domain)
     if not dom.can_certify():
@@ -68,29 +104,17 @@ def certify_dataset(args) -> int:
                            args.data)
         x = x.reshape(len(x), *net.input_shape)
     opts = _options(args)
-    # gaussian-smoothing takes one noise level: several (--sigma 0.12,0.25,0.5) certify the data once per level,
-    # as Cohen et al.'s tables compare them; the plot overlays their curves
-    levels = [[s] for s in opts["sigma"]] if dom.name == "gaussian-smoothing" and len(opts.get("sigma", ())) > 1 \
-        else [opts.get("sigma")]
-    t0 = time.perf_counter()
-    records = [r for lv in levels for r in dom.certify(net, x, y, {**opts, **({"sigma": lv} if lv else {})})]
-    seconds = time.perf_counter() - t0
+    result = certify_data(dom, net, x, y, opts)
+    records = list(result)
     if args.out:
         write_tsv(records, args.out)
     if args.plot and plot_certificates(records, args.plot, dom.name) is None:
         raise BadInput("nothing to plot: no certificate was issued", args.plot)
-    result = {"domain": dom.name, "guarantee": dom.guarantee, "samples": records,
-              "certified_accuracy": certified_accuracy(records), "summary": summary(records), "seconds": seconds}
-    if len(levels) > 1:
-        result["by_sigma"] = [{"sigma": lv[0], "summary": summary([r for r in records if r["sigma"] == lv[0]]),
-                               "certified_accuracy": certified_accuracy([r for r in records if r["sigma"] == lv[0]])}
-                              for lv in levels]
-    if dom.guarantee == "probabilistic":
-        result["statement"] = f"each certificate holds with probability >= 1 - alpha = {1 - opts['alpha']}"
+    result = result.to_json()
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"domain={dom.name} samples={len(records)} seconds={seconds:.2f}")
+        print(f"domain={dom.name} samples={len(records)} seconds={result['seconds']:.2f}")
         for k, v in result["summary"].items():
             print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
         for part in result.get("by_sigma") or [result]:

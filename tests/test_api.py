@@ -100,3 +100,27 @@ def test_robustness_rejects_bad_arguments():
         nncert.robustness(torch.zeros(4), -1.0, 0, n_classes=3)
     with pytest.raises(BadInput, match="norm"):
         nncert.robustness(torch.zeros(4), 0.1, 0, n_classes=3, norm="l1")
+
+
+def test_certify_result_is_the_clis_json(tmp_path):
+    import json
+    import numpy as np
+    from pathlib import Path
+    onnx = Path(__file__).parent.parent / "examples" / "digits" / "mlp.onnx"
+    x = np.random.default_rng(0).random((6, 64), dtype=np.float32)
+    y = np.arange(6)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    cli = subprocess.run([sys.executable, "-m", "nncert.engine.cli", "certify", str(onnx), "--data",
+                          str(tmp_path / "d.npz"), "--domain", "gaussian-smoothing", "--sigma", "0.1,0.3", "--n0", "50",
+                          "--n", "300", "--json"], capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    want = json.loads(cli.stdout)
+    got = nncert.certify(onnx, x, y, sigma=[0.1, 0.3], n0=50, n=300).to_json()
+    assert set(got) == set(want)
+    for key in ("certified_accuracy", "statement", "domain", "guarantee"):
+        assert json.loads(json.dumps(got[key])) == want[key], key
+    timeless = lambda s: {k: v for k, v in s.items() if "time" not in k}   # noqa: E731
+    assert timeless(got["summary"]) == timeless(want["summary"])
+    assert [s["sigma"] for s in got["by_sigma"]] == [0.1, 0.3]
+    assert [(r["idx"], r["predict"], r["radius"]) for r in got["samples"]] == \
+        [(r["idx"], r["predict"], r["radius"]) for r in want["samples"]]
