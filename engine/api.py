@@ -156,10 +156,12 @@ def bounds(model, lower, upper, domain: str = "crown", C=None):
     return (lo[0], hi[0]) if single else (lo, hi)
 
 
-def certify(model, x, y, domain: str = "gaussian-smoothing", **options):
+def certify(model, x, y, domain: str = "gaussian-smoothing", executor: str = "local", address: str | None = None,
+            jobs: int = 1, **options):
     """Per-sample certificates of a certificate domain (gaussian-smoothing, semantic-smoothing, liplt) with the
     options of `nncert certify` (sigma (a list: one run per level), n0, n, alpha, batch, seed, transform, ranges,
-    eps, ...). Returns a list of records (dicts: label, predict, radius, ...) whose `to_json()` is what
+    eps, ...); executor="ray" spreads the samples over Ray tasks (a cluster at `address`, or a local runtime of
+    `jobs` CPUs) with the same numbers. Returns a list of records (dicts: label, predict, radius, ...) whose `to_json()` is what
     `nncert certify --json` prints; x may be flat or in the model's input shape."""
     from .certify import certify_data
     from .registry import get_registry
@@ -170,7 +172,10 @@ def certify(model, x, y, domain: str = "gaussian-smoothing", **options):
     x = torch.as_tensor(x)
     if x[0].numel() != net.n_inputs:
         raise BadInput(f"samples have {x[0].numel()} values but the model takes {net.n_inputs}")
-    return certify_data(d, net, x.reshape(len(x), *net.input_shape), torch.as_tensor(y), options)
+    if executor not in ("local", "ray"):
+        raise BadInput(f"executor must be 'local' or 'ray', got {executor!r}")
+    return certify_data(d, net, x.reshape(len(x), *net.input_shape), torch.as_tensor(y), options, executor,
+                        address, jobs)
 
 
 def certified_accuracy(records, radii=(0.0, 0.25, 0.5, 0.75, 1.0)) -> dict:

@@ -126,14 +126,32 @@ def bench(args) -> int:
         from .memory import process_cap
         from .workers import Job, run_jobs
         jobs = [Job("nncert.engine.bench:run_one", (row, args.domain), seconds=row["timeout"], key=row) for row in todo]
-        for job, ended, value, peak, seconds in run_jobs(jobs, args.jobs, process_cap() // args.jobs):
+        if getattr(args, "executor", "local") == "ray":
+            from .cluster import run_jobs_ray
+            ran = run_jobs_ray(jobs, args.jobs, process_cap() // args.jobs, args.address)
+        else:
+            ran = run_jobs(jobs, args.jobs, process_cap() // args.jobs)
+        t0, tally = time.perf_counter(), {"correct": 0, "wrong": 0}
+        for k, (job, ended, value, peak, seconds) in enumerate(ran, 1):
             r = value if ended == "finished" else _killed_record(job.key, ended, str(value), seconds)
             r.update(ended=ended, peak_rss_mb=round(peak / 2 ** 20, 1))
             f.write(json.dumps(r) + "\n")
             f.flush()
             results.append(r)
             bar.update(1)
+            bar.set_postfix(_progress(r, truth, tally, k / max(time.perf_counter() - t0, 1e-9) * 60))
     return summarize(results, truth, args.json)
+
+
+def _progress(r: dict, truth: dict | None, tally: dict, per_minute: float) -> dict:
+    """The live line's fields after record r: correct / wrong so far (where truth is known), instances per minute
+    (tqdm adds done / total and the ETA)."""
+    want = truth.get((r["onnx"], r["vnnlib"])) if truth else None
+    if want in ("sat", "unsat") and r["verdict"] in ("sat", "unsat"):
+        tally["correct" if r["verdict"] == want else "wrong"] += 1
+    fields = dict(tally) if truth else {}
+    fields["per_min"] = f"{per_minute:.1f}"
+    return fields
 
 
 def summarize(results: list[dict], truth: dict | None, as_json: bool) -> int:

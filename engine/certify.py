@@ -73,15 +73,25 @@ class Certificates(list):
         return out
 
 
-def certify_data(dom, net, x, y, opts: dict) -> Certificates:
-    """Run certificate domain `dom` over samples x (in the network's input shape) with labels y.
+def certify_data(dom, net, x, y, opts: dict, executor: str = "local", address: str | None = None,
+                 jobs: int = 1) -> Certificates:
+    """Run certificate domain `dom` over samples x (in the network's input shape) with labels y, in this process or
+    spread over Ray tasks (executor "ray": engine/cluster.py; the same numbers).
     gaussian-smoothing takes one noise level: several (sigma=[0.12, 0.25, 0.5]) certify the data once per level, as
     Cohen et al.'s tables compare them (the plot overlays their curves)."""
+    if executor == "ray":
+        from .cluster import certify_ray
+
+        def run(o):
+            return certify_ray(dom, net, x, y, o, address, jobs)
+    else:
+        def run(o):
+            return dom.certify(net, x, y, o)
     sigma = opts.get("sigma")
     several = dom.name == "gaussian-smoothing" and isinstance(sigma, (list, tuple)) and len(sigma) > 1
     levels = [[s] for s in sigma] if several else [sigma]
     t0 = time.perf_counter()
-    records = [r for lv in levels for r in dom.certify(net, x, y, {**opts, **({"sigma": lv} if lv else {})})]
+    records = [r for lv in levels for r in run({**opts, **({"sigma": lv} if lv else {})})]
     return Certificates(records, dom, opts, time.perf_counter() - t0, levels)
 
 
@@ -104,7 +114,8 @@ def certify_dataset(args) -> int:
                            args.data)
         x = x.reshape(len(x), *net.input_shape)
     opts = _options(args)
-    result = certify_data(dom, net, x, y, opts)
+    result = certify_data(dom, net, x, y, opts, getattr(args, "executor", "local"), getattr(args, "address", None),
+                          getattr(args, "jobs", 1))
     records = list(result)
     if args.out:
         write_tsv(records, args.out)

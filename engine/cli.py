@@ -105,6 +105,7 @@ def cmd_bounds(args) -> int:
 
 def cmd_certify(args) -> int:
     from .certify import certify_dataset
+    _executor(args)
     return certify_dataset(args)
 
 
@@ -124,10 +125,16 @@ def cmd_lipschitz(args) -> int:
     return Exit.OK
 
 
-def cmd_bench(args) -> int:
-    from .bench import bench
+def _executor(args) -> None:
     if args.jobs < 1:
         raise BadInput("--jobs must be >= 1")
+    if args.address and args.executor != "ray":
+        raise BadInput("--address needs --executor ray")
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench
+    _executor(args)
     return bench(args)
 
 
@@ -215,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "certificates stay in the units of the data (e.g. pixels in [0, 1])")
     s.add_argument("--std", type=_numbers, metavar="S[,S...]", help="see --mean")
     s.add_argument("--device", default="cpu", help="torch device for the forward passes, e.g. cuda (default cpu)")
+    s.add_argument("--jobs", type=int, default=1, help="with --executor ray and no --address: CPUs of the local "
+                                                       "Ray runtime")
+    s.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local worker processes (default), or Ray tasks (pip install 'nncert[ray]')")
+    s.add_argument("--address", help="with --executor ray: the Ray cluster to join (e.g. auto or ray://HOST:10001); "
+                                     "default: start a local Ray runtime of --jobs CPUs")
     s.add_argument("--out", help="per-sample TSV file")
     s.add_argument("--plot", help="PNG of certified accuracy vs radius")
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -228,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, help="instances run in parallel, one worker process each")
     s.add_argument("--memory", type=_memory, metavar="SIZE",
                    help="resident memory for all workers together, e.g. 8G (default: 80%% of what is available)")
+    s.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local worker processes (default), or Ray tasks (pip install 'nncert[ray]')")
+    s.add_argument("--address", help="with --executor ray: the Ray cluster to join (e.g. auto or ray://HOST:10001); "
+                                     "default: start a local Ray runtime of --jobs CPUs")
     s.add_argument("--truth", help="truth.csv (default: the one beside the CSV, if any)")
     s.add_argument("--domain", default="auto", help="a bound domain, or auto (cheap domains first)")
     s.add_argument("--max-timeout", type=float, metavar="S",

@@ -47,7 +47,7 @@ class LipLT(Domain):
 
     def certify(self, model, x: torch.Tensor, y: torch.Tensor, options: dict) -> list[dict]:
         """Options: eps (float, radius to certify, in `norm`), norm ("l2" default | "linf"), method ("liplt"
-        default | "naive"). Per sample: idx, label, predict, radius (certified radius in `norm`, 0 when
+        default | "naive"), indices (dataset indices for the records; default 0..N-1). Per sample: idx, label, predict, radius (certified radius in `norm`, 0 when
         misclassified), radius_l2, certified (radius > eps), correct, time (seconds; the one-off Lipschitz
         computation is shared equally among the samples)."""
         eps = options.get("eps")
@@ -60,6 +60,9 @@ class LipLT(Domain):
         lip = self.lipschitz(model, method, pairwise=True)
         Lp = torch.tensor(lip["pairwise"], dtype=torch.float64)
         n = len(x)
+        idxs = list(options.get("indices") or range(n))
+        if len(idxs) != n:
+            raise BadInput(f"option 'indices' has {len(idxs)} entries for {n} inputs")
         share = lip["seconds"] / max(n, 1)
         d = model.n_inputs
         net64 = model.to(torch.float64)
@@ -82,7 +85,7 @@ class LipLT(Domain):
                     r = round_down(float(ratios.min()) * (1 - 1e-12), 2)
                     r = max(r, 0.0)
             r_norm = r if norm == "l2" else max(round_down(r / math.sqrt(d) * (1 - 1e-12), 2), 0.0)
-            out.append({"idx": i, "label": label, "predict": pred, "radius": r_norm, "radius_l2": r, "norm": norm,
+            out.append({"idx": int(idxs[i]), "label": label, "predict": pred, "radius": r_norm, "radius_l2": r, "norm": norm,
                         "certified": bool(pred == label and r_norm > eps), "correct": pred == label,
                         "time": time.perf_counter() - t0 + share})
         return out
