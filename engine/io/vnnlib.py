@@ -577,18 +577,21 @@ def format_vnnlib(spec: Spec) -> str:
     def conj(dj: Disjunct) -> str:
         return " ".join(_row(r, v) for r, v in zip(dj.C.numpy(), dj.d.tolist()))
 
+    return "\n".join(out + asserts(spec, boxes, bounds, conj)) + "\n"
+
+
+def asserts(spec: Spec, boxes: list, bounds, conj) -> list[str]:
+    """The assert lines of a writer (1.0 and 2.0): one case as box asserts and an (or (and ...)) of its disjuncts,
+    several as one (or (and box... rows...)); bounds(box) and conj(disjunct) give the atoms in the version's names."""
     if len(spec.cases) == 1:
-        out += [f"(assert {a})" for a in bounds(boxes[0])]
-        out.append("(assert (or")
+        out = [f"(assert {a})" for a in bounds(boxes[0])] + ["(assert (or"]
         out += [f"    (and {conj(dj)})" for dj in spec.cases[0].disjuncts]
-        out.append("))")
     else:
-        out.append("(assert (or")
+        out = ["(assert (or"]
         for b, c in zip(boxes, spec.cases):
             bx = " ".join(bounds(b))
             out += [f"    (and {bx} {conj(dj)})" for dj in c.disjuncts]
-        out.append("))")
-    return "\n".join(out) + "\n"
+    return out + ["))"]
 
 
 # ---- counterexamples ----------------------------------------------------------------------------------------

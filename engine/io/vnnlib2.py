@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import BadInput
 from ..spec import Box, LpBall, Spec
-from .vnnlib import _COMMENT, _SpecReader
+from .vnnlib import _COMMENT, _SpecReader, asserts
 
 __all__ = ["is_vnnlib2", "parse_vnnlib2", "format_vnnlib2", "element_names"]
 
@@ -282,14 +282,4 @@ def format_vnnlib2(spec: Spec, input_shape, output_shape=None, network: str = "N
             raise BadInput("VNN-LIB writer: a disjunct has no rows", spec.source)
         return " ".join(row(r, v) for r, v in zip(dj.C.numpy(), dj.d.tolist()))
 
-    if len(spec.cases) == 1:
-        out += [f"(assert {a})" for a in bounds(boxes[0])]
-        out.append("(assert (or")
-        out += [f"    (and {conj(dj)})" for dj in spec.cases[0].disjuncts]
-    else:
-        out.append("(assert (or")
-        for b, c in zip(boxes, spec.cases):
-            bx = " ".join(bounds(b))
-            out += [f"    (and {bx} {conj(dj)})" for dj in c.disjuncts]
-    out.append("))")
-    return "\n".join(out) + "\n"
+    return "\n".join(out + asserts(spec, boxes, bounds, conj)) + "\n"
