@@ -64,7 +64,12 @@ def cmd_verify(args) -> int:
     from .instance import verify_bounded
     if args.verbose:   # engine/progress.py, in this process and its worker
         os.environ.update(NNCERT_VERBOSE="1", NNCERT_T0=repr(_STARTED))
-    res = verify_bounded(args.model, args.spec, domain=args.domain, timeout=args.timeout, started=_STARTED)
+    _executor(args)
+    if args.executor == "ray":
+        from .cluster import verify_shared
+        res = verify_shared(args.model, args.spec, args.domain, args.timeout, _STARTED, args.address, args.jobs)
+    else:
+        res = verify_bounded(args.model, args.spec, domain=args.domain, timeout=args.timeout, started=_STARTED)
     if args.json:
         _print_json(res)
     else:
@@ -189,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.add_argument("-v", "--verbose", action="store_true",
                    help="stage progress on stderr (stage, open subdomains, best bound, elapsed seconds)")
+    s.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local worker process (default), or share one instance's search over Ray tasks: its input "
+                        "box split into pieces, unsat only when every piece is (pip install 'nncert[ray]')")
+    s.add_argument("--jobs", type=int, default=1, help="with --executor ray and no --address: CPUs of the local "
+                                                       "Ray runtime")
+    s.add_argument("--address", help="with --executor ray: the Ray cluster to join (e.g. auto or ray://HOST:10001); "
+                                     "default: start a local Ray runtime of --jobs CPUs")
     s.set_defaults(fn=cmd_verify)
 
     s = sub.add_parser("bounds", help="sound bounds of the network outputs over each input region of a spec")

@@ -134,3 +134,72 @@ def certify_ray(dom, net, x, y, opts: dict, address: str | None = None, n: int |
             chunks[order[done[0]]] = recs
             bar.update(len(recs))
     return [r for k in range(len(refs)) for r in chunks[k]]
+
+
+PIECES_PER_SLOT = 4   # verify: pieces of each input region per task slot (balance: pieces differ in difficulty)
+
+
+def _verify_piece(net, spec, domain: str, seconds: float | None):
+    from .verify import verify
+    return verify(net, spec, domain=domain, timeout=seconds).to_json()
+
+
+def verify_shared(model, spec, domain: str = "auto", timeout: float | None = None, started: float | None = None,
+                  address: str | None = None, n: int | None = None) -> dict:
+    """verify_instance's JSON result with the work of one instance shared over Ray tasks.
+
+    What is shared: when the spec's regions have at most BAB_MAX_INPUTS free inputs (where input splitting is the
+    complete search), each box region is split into PIECES_PER_SLOT pieces per task slot (engine.search.partition:
+    the pieces cover it exactly) and each piece is verified by a task (attack, bounds, branch and bound), the pieces
+    of all regions queued together. Soundness: `unsat` only when every piece came back `unsat`; `sat` only with a
+    piece's counterexample re-checked here on the real model against the whole spec; anything else (a piece
+    unknown, timed out, failed, or cancelled at the deadline) leaves the instance `unknown` / `timeout`. Other
+    instances (high-dimensional inputs, where ReLU-split branch and bound decides) run whole, as one task."""
+    from .counterexample import recheck
+    from .instance import BUDGET_SHARE, load_instance
+    from .search.partition import split_spec
+    from .verify import BAB_MAX_INPUTS, DEFAULT_BAB_SECONDS, free_inputs
+    t0 = time.perf_counter() if started is None else started
+    net, sp = load_instance(model, spec)
+    ray = start(address, n)
+    width = slots(ray, n)
+    pieces = split_spec(sp, PIECES_PER_SLOT * width) if free_inputs(sp) <= BAB_MAX_INPUTS else [sp]
+    budget = DEFAULT_BAB_SECONDS if timeout is None else timeout
+    end = t0 + BUDGET_SHARE * budget
+    task = ray.remote(num_cpus=1, max_retries=1)(_verify_piece)
+    net_ref = ray.put(net)
+    refs = [task.remote(net_ref, p, domain, max(0.0, end - time.perf_counter())) for p in pieces]
+    closed, verdict, cex, why = 0, None, None, []
+    pending = list(refs)
+    try:
+        while pending and verdict is None:
+            left = end + GRACE - time.perf_counter()
+            if left <= 0:
+                why.append(f"{len(pending)} pieces cancelled at the deadline")
+                break
+            done, pending = ray.wait(pending, num_returns=1, timeout=left)
+            for ref in done:
+                try:
+                    out = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - a failed piece decides nothing
+                    why.append(f"a piece failed: {type(e).__name__}")
+                    continue
+                if out["verdict"] == "unsat":
+                    closed += 1
+                elif out["verdict"] == "sat" and out["counterexample"] is not None:
+                    import torch
+                    cex = recheck(net, sp, torch.tensor([out["counterexample"]["x"]], dtype=torch.float64))
+                    if cex is not None:
+                        verdict = "sat"
+                else:
+                    why.append(f"a piece ended {out['verdict']}")
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    if verdict is None:
+        verdict = "unsat" if closed == len(pieces) else (
+            "timeout" if timeout is not None and time.perf_counter() >= end else "unknown")
+    return {"verdict": verdict, "domain": domain, "seconds": time.perf_counter() - t0, "counterexample": cex,
+            "guarantee": "sound", "certificate": None,
+            "evidence": {"by": "shared-bab", "pieces": len(pieces), "closed": closed, "tasks": width,
+                         **({"reason": why[0]} if why and verdict not in ("sat", "unsat") else {})}}
