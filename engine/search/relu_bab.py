@@ -82,18 +82,26 @@ def ascend(bound, params, iters: int = ITERS, lr: float = LR):
     """Maximise a batch of sound lower bounds over their free parameters by Adam.
 
     bound(final) -> lower bounds [D] (final=False, differentiable in params) or (lower bounds, extra) (final=True,
-    the last evaluation, without gradients). Returns (the best bound of each subdomain over all evaluations,
-    extra). Checks the deadline of engine.deadline before each step."""
+    the last evaluation, without gradients). params: tensors whose first dimension is the subdomain [D, ...].
+    Each subdomain's parameters are left at the step where its bound was best (the warm start its children
+    inherit: Adam may overshoot, and a child started from a worse point stays worse). Returns (the best bound of
+    each subdomain over all evaluations, extra at the best parameters). Checks the deadline of engine.deadline
+    before each step."""
     opt = Adam(params, lr)
-    best = None
+    best, kept = None, [p.detach().clone() for p in params]
     with torch.enable_grad():
         for _ in range(iters):
             deadline.check()
             lb = bound(False)
+            better = torch.ones_like(lb, dtype=torch.bool) if best is None else lb.detach() > best
             best = lb.detach() if best is None else torch.maximum(best, lb.detach())
+            for p, k in zip(params, kept):
+                k[better] = p.detach()[better]
             grads = torch.autograd.grad(lb.sum(), params, allow_unused=True)
             opt.step([torch.zeros_like(q) if g is None else -g for q, g in zip(params, grads)])
     with torch.no_grad():
+        for p, k in zip(params, kept):
+            p.copy_(k)
         lb, *extra = bound(True)
     return (lb if best is None else torch.maximum(best, lb)), extra
 
