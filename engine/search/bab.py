@@ -108,12 +108,13 @@ class _Problem:
         return done.all(1), slack, (ub, states)
 
     def optimise(self, domains, net, lo, hi, idx, states, done, per_dj):
-        """Where the last domain offers `refute_conjunctions` (CROWN on MLPs), run it on the boxes idx for their
+        """Where the last domain offers `refute_conjunctions` (CROWN), run it on the boxes idx for their
         open disjuncts, updating done and per_dj [B, n_dj] in place."""
         refine = getattr(domains[-1], "refute_conjunctions", None)
-        if refine is None or not len(idx) or states[-1] is None:
+        if refine is None or not len(idx):
             return
-        out = refine(net, lo[idx], hi[idx], self.C, self.d, self.owner, states[-1][idx], todo=~done[idx])
+        state = None if states[-1] is None else states[-1][idx]
+        out = refine(net, lo[idx], hi[idx], self.C, self.d, self.owner, state, todo=~done[idx])
         if out is not None:
             done[idx] |= out[0]
             per_dj[idx] = torch.minimum(per_dj[idx], out[1])

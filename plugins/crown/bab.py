@@ -102,10 +102,11 @@ class _Pass:
 
     def lower(self, row, const, point: bool = True):
         """Lower bound [D] of -(row . f(x) + const) over each subdomain's input box, and with `point` the input
-        point [D, n] minimising its final linear bound."""
+        point [D, n] minimising its final linear bound. row [n_out] or one per subdomain [D, n_out]; const a
+        float or [D]."""
         D = self.ctx.batch
         lo, hi = (v.reshape(D, -1) for v in self.ctx.bounds[self.network.input_name])
-        A = -row.reshape(1, 1, *self.network.output_shape).expand(D, 1, *self.network.output_shape)
+        A = -row.reshape(-1, 1, *self.network.output_shape).expand(D, 1, *self.network.output_shape)
         L, bias = backward(self.network, self.network.output, A, self.rule_for, self.ctx)
         if L is None:
             lb, x = bias[:, 0] - const, lo.expand(D, -1)

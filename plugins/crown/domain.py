@@ -151,16 +151,19 @@ class Crown(Domain):
         return (*widen(lo_out, hi_out), inter)
 
     def refute_conjunctions(self, network, lower, upper, C, d, owner, state, todo=None, iters: int = ITERS):
-        """For ReLU MLPs with hidden bounds `state` (from bounds_refine on these boxes): per box and disjunct
-        {C_r y + d_r >= 0 for the rows r with owner[r] = k}, (refuted [B, G] bool, value [B, G]) where refuted means
+        """Per box and disjunct {C_r y + d_r >= 0 for the rows r with owner[r] = k}, (refuted [B, G] bool, value [B, G]) where refuted means
         the disjunct is proven empty on the box and value is the bound of sum_r lam_r (C_r y + d_r) found
         (plugins/crown/alpha.py; its lam optimised, < 0 when refuted up to rounding; +inf off `todo` [B, G], the
-        pairs to work on, default all). None for other networks.
+        pairs to work on, default all). ReLU MLPs use the hidden bounds `state` from bounds_refine on these boxes
+        (None without it); other graphs recompute CROWN's hidden bounds over the boxes
+        (plugins/crown/conjunctions.py).
 
         The combined row sum_r lam_r C_r W_L is formed in float64 like every CROWN row; the domain's widening
         covers its rounding as it does the kernels' (engine.numerics)."""
         view = self._mlp_view(network)
-        if view is None or state is None:
+        if view is None:
+            return self._refute_graph(network, lower, upper, C, d, owner, todo)
+        if state is None:
             return None
         dt = lower.dtype
         lo, hi = lower, upper.to(dt)
@@ -170,6 +173,29 @@ class Crown(Domain):
             u, lam = optimise_conjunctions(Ws, bs, lo, hi, state, C.to(dt), d.to(dt), owner, todo, iters)
         u = widen(u, u)[1]
         return refuted_combination(u, lam, d.to(dt)), u + lam @ d.to(dt)
+
+    def _refute_graph(self, network, lower, upper, C, d, owner, todo):
+        """refute_conjunctions on any graph: CROWN hidden bounds over the boxes, then
+        plugins.crown.conjunctions (combined rows with optimised ReLU slopes)."""
+        from .conjunctions import optimise_conjunctions_graph
+        self.check_network(network)
+        _check_box(network, lower, upper)
+        dt = lower.dtype
+        B, G = lower.shape[0], int(owner.max()) + 1
+        todo = torch.ones(B, G, dtype=torch.bool) if todo is None else todo
+        rule_for, interval_for = self._rule_tables()
+        keep = todo.any(1).nonzero().flatten()
+        ctx = hidden_bounds(network, rule_for, interval_for, self.ops, lower[keep], upper[keep].to(dt),
+                            concretize_box(lower[keep], upper[keep].to(dt)))
+        with torch.enable_grad():
+            u, lam = optimise_conjunctions_graph(network, ctx.bounds, C.to(dt), d.to(dt), owner, todo[keep],
+                                                 self.ops, windowed(rule_for))
+        u = widen(u, u)[1]
+        refuted = torch.zeros(B, G, dtype=torch.bool)
+        value = torch.full((B, G), float("inf"), dtype=dt)
+        refuted[keep] = refuted_combination(u, lam, d.to(dt))
+        value[keep] = u + lam @ d.to(dt)
+        return refuted, value
 
     def _rule_tables(self):
         iv = self.interval_domain

@@ -1,0 +1,78 @@
+"""Refuting conjunctions of output rows on any graph (the graph counterpart of plugins.crown.alpha's
+`optimise_conjunctions` for ReLU MLPs).
+
+For a disjunct {x : C_r f(x) + d_r >= 0 for every row r} over a box, any weights lam_r >= 0 give
+    max over the box of  sum_r lam_r (C_r f(x) + d_r)  <  0   =>   the disjunct is empty on the box,
+and one CROWN backward pass from the combined row sum_r lam_r C_r bounds that maximum for any lower ReLU slopes
+alpha in [0, 1] on the unstable ReLU inputs (plugins.crown.bab._Pass; other nonlinear ops keep their fixed
+relaxations). A row that no single row refutes can still be refuted by a combination (e.g. Y_0 <= 0 and Y_1 >= 0
+near the point where both are tight). lam (a softmax over the disjunct's rows, started on the row with the
+smallest plain CROWN bound) and alpha are searched by a few Adam steps; every iterate is a sound bound, so the
+search quality affects tightness only. Hidden bounds are CROWN's over each box (fixed).
+"""
+from __future__ import annotations
+
+import torch
+
+from nncert.engine.search.optim import Adam
+
+from .bab import _Pass, _relu_inputs
+
+ITERS, LR = 8, 0.3
+
+
+def optimise_conjunctions_graph(network, bounds, C, d, owner, todo, ops, rule_for, iters: int = ITERS,
+                                lr: float = LR):
+    """(upper [B, G], lam [B, G, m]) like plugins.crown.alpha.optimise_conjunctions: per (box, disjunct) pair in
+    `todo` [B, G], weights lam (zero off the disjunct's rows) and a sound, unwidened upper bound of
+    sum_r lam_r C_r f(x) over box b; +inf off `todo`. bounds: {value name: (lo, hi) [B, *shape]} sound over each
+    box, the network input's entry being the box itself; rule_for: the CROWN rule table (windowed)."""
+    B = todo.shape[0]
+    G, m = int(owner.max()) + 1, C.shape[0]
+    dt = C.dtype
+    upper = torch.full((B, G), float("inf"), dtype=dt)
+    lam_out = torch.zeros(B, G, m, dtype=dt)
+    pb, pg = todo.nonzero(as_tuple=True)
+    if not len(pb):
+        return upper, lam_out
+    P = len(pb)
+    mem = (owner[None, :] == torch.arange(G)[:, None])[pg]                  # [P, m]
+    relus = sorted(set(_relu_inputs(network).values()))
+
+    def run(rep, rows, const, alpha):
+        """Upper bounds [D] of rows [D, n_out] . f(x) + const over the boxes pb[rep]."""
+        bnd = {k: (v[0][pb[rep]], v[1][pb[rep]]) for k, v in bounds.items()}
+        p = _Pass(network, bnd, {}, alpha, {}, ops, rule_for, dt)
+        return -p.lower(rows, const, point=False)
+
+    with torch.no_grad():   # plain CROWN of every row on each pair's box: the starting point
+        rep = torch.arange(P).repeat_interleave(m)
+        init = {z: (bounds[z][1] >= -bounds[z][0]).to(dt)[pb[rep]] for z in relus}
+        plain_u = run(rep, C.repeat(P, 1), torch.zeros(P * m, dtype=dt), init).reshape(P, m)
+    plain = torch.where(mem, plain_u + d, float("inf"))
+    start = plain.argmin(1)
+    best_obj = plain.gather(1, start[:, None])[:, 0]
+    best_u = plain_u.gather(1, start[:, None])[:, 0]
+    best_lam = torch.zeros(P, m, dtype=dt).scatter_(1, start[:, None], 1.0)
+    theta = torch.zeros(P, m, dtype=dt).masked_fill(~mem, -float("inf"))
+    theta.scatter_(1, start[:, None], 4.0)
+    theta.requires_grad_(True)
+    ids = torch.arange(P)
+    alpha = {z: (bounds[z][1] >= -bounds[z][0]).to(dt)[pb].requires_grad_(True) for z in relus}
+    opt = Adam([theta, *alpha.values()], lr)
+    with torch.enable_grad():
+        for it in range(iters):
+            lam = torch.softmax(theta, 1)
+            u = run(ids, lam @ C, torch.zeros(P, dtype=dt), alpha)
+            obj = u + lam @ d
+            with torch.no_grad():
+                better = obj < best_obj
+                best_obj = torch.where(better, obj, best_obj)
+                best_u = torch.where(better, u, best_u)
+                best_lam = torch.where(better[:, None], lam, best_lam)
+            if it + 1 < iters:
+                grads = torch.autograd.grad(obj.sum(), opt.params, allow_unused=True)
+                opt.step([torch.zeros_like(q) if g is None else g for q, g in zip(opt.params, grads)])
+    upper[pb, pg] = best_u.detach()
+    lam_out[pb, pg] = best_lam.detach()
+    return upper, lam_out
