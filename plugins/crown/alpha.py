@@ -137,27 +137,41 @@ def optimise_conjunctions(Ws, bs, lo, hi, inter, C, d, owner, todo=None, iters: 
         rep = torch.arange(P).repeat_interleave(m)
         plain_u = _upper(A[rows], cb[rows], Ws, bs, [tuple(t[rep] for t in r) for r in relax],
                          [r[0][rep] for r in relax], lo[rep], hi[rep]).reshape(P, m)
+    alphas = [r[0].clone().requires_grad_(True) for r in relax]
+    best_u, best_lam = search_weights(lambda lam: _upper(lam @ A, lam @ cb, Ws, bs, relax, alphas, lo, hi),
+                                      plain_u, mem, d, alphas, iters, lr)
+    upper[pb, pg] = best_u
+    lam_out[pb, pg] = best_lam
+    return upper, lam_out
+
+
+def search_weights(upper_of, plain_u, mem, d, params, iters: int = ITERS, lr: float = LR):
+    """The weights search of a conjunction, shared by MLPs and graphs (plugins/crown/conjunctions.py): per pair,
+    lam = softmax(theta) over the disjunct's rows (mem [P, m]), started on the row with the smallest plain bound
+    (plain_u [P, m], upper bounds of C_r y), and the slopes `params`, by Adam on upper_of(lam) + lam @ d, where
+    upper_of(lam) [P] is a sound upper bound of sum_r lam_r C_r y. Returns the best (upper [P], lam [P, m]) seen,
+    never worse than the starting row."""
+    P, m = plain_u.shape
+    dt = plain_u.dtype
     plain = torch.where(mem, plain_u + d, float("inf"))
-    start = plain.argmin(1)                                                 # [P]
+    start = plain.argmin(1)
     best_obj = plain.gather(1, start[:, None])[:, 0]
     best_u = plain_u.gather(1, start[:, None])[:, 0]
     best_lam = torch.zeros(P, m, dtype=dt).scatter_(1, start[:, None], 1.0)
     theta = torch.zeros(P, m, dtype=dt).masked_fill(~mem, -float("inf"))
     theta.scatter_(1, start[:, None], 4.0)
     theta.requires_grad_(True)
-    alphas = [r[0].clone().requires_grad_(True) for r in relax]
-    opt = Adam([theta, *alphas], lr)
+    opt = Adam([theta, *params], lr)
     for it in range(iters):
         lam = torch.softmax(theta, 1)                                       # [P, m], zero off the disjunct
-        u = _upper(lam @ A, lam @ cb, Ws, bs, relax, alphas, lo, hi)        # bound of sum lam_r (C_r y)
+        u = upper_of(lam)
         obj = u + lam @ d
         with torch.no_grad():
             better = obj < best_obj
             best_obj = torch.where(better, obj, best_obj)
             best_u = torch.where(better, u, best_u)
             best_lam = torch.where(better[:, None], lam, best_lam)
-        if it + 1 < iters:
-            opt.step(torch.autograd.grad(obj.sum(), opt.params))  # -inf logits off a disjunct: NaN grads, ignored
-    upper[pb, pg] = best_u.detach()
-    lam_out[pb, pg] = best_lam.detach()
-    return upper, lam_out
+        if it + 1 < iters:   # -inf logits off a disjunct: NaN grads, ignored by Adam
+            grads = torch.autograd.grad(obj.sum(), opt.params, allow_unused=True)
+            opt.step([torch.zeros_like(q) if g is None else g for q, g in zip(opt.params, grads)])
+    return best_u.detach(), best_lam.detach()

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from nncert.engine.search.optim import Adam
-
+from .alpha import search_weights
 from .bab import _Pass, _relu_inputs
 
 ITERS, LR = 8, 0.3
@@ -49,30 +48,11 @@ def optimise_conjunctions_graph(network, bounds, C, d, owner, todo, ops, rule_fo
         rep = torch.arange(P).repeat_interleave(m)
         init = {z: (bounds[z][1] >= -bounds[z][0]).to(dt)[pb[rep]] for z in relus}
         plain_u = run(rep, C.repeat(P, 1), torch.zeros(P * m, dtype=dt), init).reshape(P, m)
-    plain = torch.where(mem, plain_u + d, float("inf"))
-    start = plain.argmin(1)
-    best_obj = plain.gather(1, start[:, None])[:, 0]
-    best_u = plain_u.gather(1, start[:, None])[:, 0]
-    best_lam = torch.zeros(P, m, dtype=dt).scatter_(1, start[:, None], 1.0)
-    theta = torch.zeros(P, m, dtype=dt).masked_fill(~mem, -float("inf"))
-    theta.scatter_(1, start[:, None], 4.0)
-    theta.requires_grad_(True)
-    ids = torch.arange(P)
     alpha = {z: (bounds[z][1] >= -bounds[z][0]).to(dt)[pb].requires_grad_(True) for z in relus}
-    opt = Adam([theta, *alpha.values()], lr)
+    ids = torch.arange(P)
     with torch.enable_grad():
-        for it in range(iters):
-            lam = torch.softmax(theta, 1)
-            u = run(ids, lam @ C, torch.zeros(P, dtype=dt), alpha)
-            obj = u + lam @ d
-            with torch.no_grad():
-                better = obj < best_obj
-                best_obj = torch.where(better, obj, best_obj)
-                best_u = torch.where(better, u, best_u)
-                best_lam = torch.where(better[:, None], lam, best_lam)
-            if it + 1 < iters:
-                grads = torch.autograd.grad(obj.sum(), opt.params, allow_unused=True)
-                opt.step([torch.zeros_like(q) if g is None else g for q, g in zip(opt.params, grads)])
-    upper[pb, pg] = best_u.detach()
-    lam_out[pb, pg] = best_lam.detach()
+        best_u, best_lam = search_weights(lambda lam: run(ids, lam @ C, torch.zeros(P, dtype=dt), alpha),
+                                          plain_u, mem, d, list(alpha.values()), iters, lr)
+    upper[pb, pg] = best_u
+    lam_out[pb, pg] = best_lam
     return upper, lam_out
