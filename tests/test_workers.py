@@ -22,6 +22,11 @@ def hog(megabytes):
     return len(block)
 
 
+def threads():
+    import torch
+    return torch.get_num_threads()
+
+
 def suicide():
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -92,3 +97,12 @@ def test_auto_falls_back_to_ibp_after_the_memory_cap(monkeypatch):
     monkeypatch.setattr(workers, "run_jobs", fake([("memory", "over")]))
     out = instance.verify_bounded("m.onnx", "s.vnnlib", "crown", timeout=30)   # a named domain is not swapped
     assert seen == ["crown"] and out["verdict"] == "unknown"
+
+
+@pytest.mark.skipif("OMP_NUM_THREADS" in os.environ, reason="OMP_NUM_THREADS set: the user's choice wins")
+def test_workers_share_the_cores():
+    """n workers get cores // n compute threads each (all of them spinning on every core made bench --jobs 2 5x
+    slower than --jobs 1 on ACAS Xu)."""
+    from nncert.engine.workers import cores
+    out = _run([Job("test_workers:threads", key=i) for i in range(2)], n=2)
+    assert {v[:2] for v in out.values()} == {("finished", max(1, cores() // 2))}
