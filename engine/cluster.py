@@ -139,9 +139,11 @@ def certify_ray(dom, net, x, y, opts: dict, address: str | None = None, n: int |
 PIECES_PER_SLOT = 4   # verify: pieces of each input region per task slot (balance: pieces differ in difficulty)
 
 
-def _verify_piece(net, spec, domain: str, seconds: float | None):
+def _verify_piece(net, spec, domain: str, until: float):
+    """verify() of one piece, its budget running to `until` (time.time(), so that a piece that waited in the queue
+    still stops with the instance)."""
     from .verify import verify
-    return verify(net, spec, domain=domain, timeout=seconds).to_json()
+    return verify(net, spec, domain=domain, timeout=max(0.0, until - time.time())).to_json()
 
 
 def verify_shared(model, spec, domain: str = "auto", timeout: float | None = None, started: float | None = None,
@@ -168,7 +170,8 @@ def verify_shared(model, spec, domain: str = "auto", timeout: float | None = Non
     end = t0 + BUDGET_SHARE * budget
     task = ray.remote(num_cpus=1, max_retries=1)(_verify_piece)
     net_ref = ray.put(net)
-    refs = [task.remote(net_ref, p, domain, max(0.0, end - time.perf_counter())) for p in pieces]
+    until = time.time() + (end - time.perf_counter())
+    refs = [task.remote(net_ref, p, domain, until) for p in pieces]
     closed, verdict, cex, why = 0, None, None, []
     pending = list(refs)
     try:

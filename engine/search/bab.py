@@ -6,9 +6,10 @@ chain of sound domains, cheapest first: each later domain only sees the boxes th
 row's upper bound is the smallest any domain gave on the box or on any box containing it (all are sound; CROWN is
 not monotone in the box, so a child can bound worse than its parent).
 
-A box the chain leaves open, when the last domain offers `refute_conjunctions` (CROWN on ReLU MLPs), gets its
-last backward pass optimised for each open disjunct (plugins.crown.alpha: ReLU slopes and a non-negative
-combination of the disjunct's rows), which refutes conjunctions that no single row refutes. Domains may carry
+A box the chain leaves open, when the last domain offers `refute_conjunctions` (CROWN, on any graph), gets its
+last backward pass optimised for each open disjunct (plugins.crown.alpha for ReLU MLPs, plugins.crown.conjunctions
+otherwise: ReLU slopes and a non-negative combination of the disjunct's rows), which refutes conjunctions that no
+single row refutes. The domain gets its state of the boxes (None when it keeps none). Domains may carry
 state from a box to its sub-boxes (Domain.bounds_refine; CROWN keeps hidden pre-activation bounds).
 
 Splitting is *strong branching*: each open box is bisected along each of its candidate inputs (all of them when
