@@ -130,6 +130,18 @@ def cmd_lipschitz(args) -> int:
     return Exit.OK
 
 
+def _executor_options(s, executor_help: str = "local worker processes (default), or Ray tasks",
+                      jobs: bool = True) -> None:
+    """--executor and --address (and --jobs, unless the command has its own) of verify, certify and bench."""
+    if jobs:
+        s.add_argument("--jobs", type=int, default=1, help="with --executor ray and no --address: CPUs of the local "
+                                                           "Ray runtime")
+    s.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help=executor_help + " (pip install 'nncert[ray]')")
+    s.add_argument("--address", help="with --executor ray: the Ray cluster to join (e.g. auto or ray://HOST:10001); "
+                                     "default: start a local Ray runtime of --jobs CPUs")
+
+
 def _executor(args) -> None:
     if args.jobs < 1:
         raise BadInput("--jobs must be >= 1")
@@ -194,13 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.add_argument("-v", "--verbose", action="store_true",
                    help="stage progress on stderr (stage, open subdomains, best bound, elapsed seconds)")
-    s.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local worker process (default), or share one instance's search over Ray tasks: its input "
-                        "box split into pieces, unsat only when every piece is (pip install 'nncert[ray]')")
-    s.add_argument("--jobs", type=int, default=1, help="with --executor ray and no --address: CPUs of the local "
-                                                       "Ray runtime")
-    s.add_argument("--address", help="with --executor ray: the Ray cluster to join (e.g. auto or ray://HOST:10001); "
-                                     "default: start a local Ray runtime of --jobs CPUs")
+    _executor_options(s, "local worker process (default), or share one instance's search over Ray tasks: its input "
+                         "box split into pieces, unsat only when every piece is")
     s.set_defaults(fn=cmd_verify)
 
     s = sub.add_parser("bounds", help="sound bounds of the network outputs over each input region of a spec")
@@ -234,12 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "certificates stay in the units of the data (e.g. pixels in [0, 1])")
     s.add_argument("--std", type=_numbers, metavar="S[,S...]", help="see --mean")
     s.add_argument("--device", default="cpu", help="torch device for the forward passes, e.g. cuda (default cpu)")
-    s.add_argument("--jobs", type=int, default=1, help="with --executor ray and no --address: CPUs of the local "
-                                                       "Ray runtime")
-    s.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local worker processes (default), or Ray tasks (pip install 'nncert[ray]')")
-    s.add_argument("--address", help="with --executor ray: the Ray cluster to join (e.g. auto or ray://HOST:10001); "
-                                     "default: start a local Ray runtime of --jobs CPUs")
+    _executor_options(s)
     s.add_argument("--out", help="per-sample TSV file")
     s.add_argument("--plot", help="PNG of certified accuracy vs radius")
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -253,10 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, help="instances run in parallel, one worker process each")
     s.add_argument("--memory", type=_memory, metavar="SIZE",
                    help="resident memory for all workers together, e.g. 8G (default: 80%% of what is available)")
-    s.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local worker processes (default), or Ray tasks (pip install 'nncert[ray]')")
-    s.add_argument("--address", help="with --executor ray: the Ray cluster to join (e.g. auto or ray://HOST:10001); "
-                                     "default: start a local Ray runtime of --jobs CPUs")
+    _executor_options(s, jobs=False)
     s.add_argument("--truth", help="truth.csv (default: the one beside the CSV, if any)")
     s.add_argument("--domain", default="auto", help="a bound domain, or auto (cheap domains first)")
     s.add_argument("--max-timeout", type=float, metavar="S",

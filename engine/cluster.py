@@ -156,7 +156,10 @@ def verify_shared(model, spec, domain: str = "auto", timeout: float | None = Non
     of all regions queued together. Soundness: `unsat` only when every piece came back `unsat`; `sat` only with a
     piece's counterexample re-checked here on the real model against the whole spec; anything else (a piece
     unknown, timed out, failed, or cancelled at the deadline) leaves the instance `unknown` / `timeout`. Other
-    instances (high-dimensional inputs, where ReLU-split branch and bound decides) run whole, as one task."""
+    instances (high-dimensional inputs, where ReLU-split branch and bound decides) run whole, as one task.
+    Budget: `timeout` counts from `started`, Ray's start-up included (a few seconds for a local runtime, so a
+    budget below that ends in `timeout`, late by the start-up); without a timeout the whole search gets
+    DEFAULT_BAB_SECONDS."""
     from .counterexample import recheck
     from .instance import BUDGET_SHARE, load_instance
     from .search.partition import split_spec

@@ -9,8 +9,9 @@ and reports each job exactly once with how it ended:
   "died"      the worker died on its own (a signal, e.g. SIGKILL from outside, or an exit) twice in a row:
               a job is retried once on a fresh worker, within its first deadline, before it is reported so.
 The memory cap applies to a worker's resident memory now; the reported peak is the worker's over its lifetime.
-A killed or dead worker is replaced; each worker gets its share of the cores (share_cores). Workers never outlive the parent: they die with it (Linux PR_SET_PDEATHSIG)
-and are killed when the parent is ended by SIGTERM / SIGINT or leaves `run_jobs` in any way.
+A killed or dead worker is replaced; each worker gets its share of the cores (share_cores). Workers never outlive
+the parent: they die with it (Linux PR_SET_PDEATHSIG) and are killed when the parent is ended by SIGTERM / SIGINT
+or leaves `run_jobs` in any way.
 
 Workers are forked while torch is not yet imported in the parent (the command line keeps its parent torch-free:
 start-up costs nothing extra); otherwise they are spawned.

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from nncert.engine import deadline
 from nncert.engine.search.optim import Adam
 from nncert.engine.kernels.linear_bounds import concretize_box_torch, relu_relax
 
@@ -150,7 +151,7 @@ def search_weights(upper_of, plain_u, mem, d, params, iters: int = ITERS, lr: fl
     lam = softmax(theta) over the disjunct's rows (mem [P, m]), started on the row with the smallest plain bound
     (plain_u [P, m], upper bounds of C_r y), and the slopes `params`, by Adam on upper_of(lam) + lam @ d, where
     upper_of(lam) [P] is a sound upper bound of sum_r lam_r C_r y. Returns the best (upper [P], lam [P, m]) seen,
-    never worse than the starting row."""
+    never worse than the starting row. Checks the deadline of engine.deadline before each step."""
     P, m = plain_u.shape
     dt = plain_u.dtype
     plain = torch.where(mem, plain_u + d, float("inf"))
@@ -163,6 +164,7 @@ def search_weights(upper_of, plain_u, mem, d, params, iters: int = ITERS, lr: fl
     theta.requires_grad_(True)
     opt = Adam([theta, *params], lr)
     for it in range(iters):
+        deadline.check()
         lam = torch.softmax(theta, 1)                                       # [P, m], zero off the disjunct
         u = upper_of(lam)
         obj = u + lam @ d

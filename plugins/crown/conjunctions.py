@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from .alpha import search_weights
+from .alpha import ITERS, LR, search_weights
 from .bab import _Pass, _relu_inputs
-
-ITERS, LR = 8, 0.3
 
 
 def optimise_conjunctions_graph(network, bounds, C, d, owner, todo, ops, rule_for, iters: int = ITERS,

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from nncert.engine import memory
 from nncert.engine.domain import Domain
 from nncert.engine.errors import BadInput
 from nncert.engine.kernels import linear_bounds as lb
@@ -192,14 +193,20 @@ class Crown(Domain):
         if not len(keep):
             return refuted, value
         rule_for, interval_for = self._rule_tables()
-        ctx = hidden_bounds(network, rule_for, interval_for, self.ops, lower[keep], upper[keep].to(dt),
-                            concretize_box(lower[keep], upper[keep].to(dt)))
-        with torch.enable_grad():
-            u, lam = optimise_conjunctions_graph(network, ctx.bounds, C.to(dt), d.to(dt), owner, todo[keep],
-                                                 self.ops, windowed(rule_for))
-        u = widen(u, u)[1]
-        refuted[keep] = refuted_combination(u, lam, d.to(dt))
-        value[keep] = u + lam @ d.to(dt)
+        # memory (engine/memory.py): a pass over P pairs holds every value's bounds and a few working copies per
+        # pair, and the starting pass has one pair per row: boxes go in chunks that fit the budget
+        values = network.n_inputs + sum(math.prod(n.shape) for n in network.nodes)
+        chunk = max(1, memory.budget() // (16 * lower.element_size() * values * (C.shape[0] + 1)))
+        for s in range(0, len(keep), chunk):
+            ids = keep[s:s + chunk]
+            lo, hi = lower[ids], upper[ids].to(dt)
+            ctx = hidden_bounds(network, rule_for, interval_for, self.ops, lo, hi, concretize_box(lo, hi))
+            with torch.enable_grad():
+                u, lam = optimise_conjunctions_graph(network, ctx.bounds, C.to(dt), d.to(dt), owner, todo[ids],
+                                                     self.ops, windowed(rule_for))
+            u = widen(u, u)[1]
+            refuted[ids] = refuted_combination(u, lam, d.to(dt))
+            value[ids] = u + lam @ d.to(dt)
         return refuted, value
 
     def _rule_tables(self):
