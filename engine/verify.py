@@ -76,8 +76,8 @@ def falsify(network, spec: Spec, n_random: int = 1000, seed: int = 0, deadline: 
         x = x[case.input_set.contains(x)]
         if not len(x):
             continue
-        with torch.no_grad():
-            y = network.to(torch.float64).forward_flat(x)
+        with torch.no_grad():   # float32 (the real model's arithmetic, and fast on CPUs); recheck decides
+            y = network.to(torch.float32).forward_flat(x.float()).double()
         hits = Spec([Case(case.input_set, case.disjuncts)], spec.n_inputs, spec.n_outputs).unsafe(x, y)
         if hits.any():
             cand = x[hits][:16]

@@ -53,3 +53,10 @@ def box_samples(lower: torch.Tensor, upper: torch.Tensor, n: int, seed: int = 0)
     corners = lower + bits * (upper - lower)
     uni = lower + torch.rand(n - len(corners), d, generator=g, dtype=lower.dtype) * (upper - lower)
     return torch.cat([corners, uni])
+
+
+def assert_bounds_contain_samples(net, lo, hi, out_lo, out_hi, n=2000, seed=0):
+    """Every sampled input of each box [lo[b], hi[b]] maps into [out_lo[b], out_hi[b]] (soundness by sampling)."""
+    for b in range(lo.shape[0]):
+        y = net.forward_flat(box_samples(lo[b], hi[b], n, seed))
+        assert (y >= out_lo[b]).all() and (y <= out_hi[b]).all()

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import relax as rx
+from .adjoint import conv_back
 from nncert.engine.ops.nonlinear import matmul_operands, mul_operands
 
 
@@ -44,32 +45,22 @@ def _linear(node, Lam, ctx):
     return [Lam @ W], bias
 
 
-def _flat(Lam):
-    B, m = Lam.shape[:2]
-    return Lam.reshape(B * m, *Lam.shape[2:])
-
-
-def conv_adjoint(Lam, weight, in_shape, stride, pads, dilation, groups, at=(0, 0)):
-    """Adjoint of conv2d(pad(x)) applied to Lam [B, m, Cout, h, w], the block of the conv's output that starts at
-    row/column `at`: (coefficients [B, m, Cin, h', w'] on the block of x they reach, clipped to x, its start)."""
-    B, m = Lam.shape[:2]
-    t, l = pads[0], pads[1]
-    C, H, W = in_shape
-    x = F.conv_transpose2d(_flat(Lam), weight, None, stride=stride, groups=groups, dilation=dilation)
-    r, c = at[0] * stride[0] - t, at[1] * stride[1] - l     # x's first row/column, in input coordinates
-    r0, c0 = max(r, 0), max(c, 0)
-    r1, c1 = max(r0, min(r + x.shape[-2], H)), max(c0, min(c + x.shape[-1], W))
-    x = x[:, :, r0 - r:r1 - r, c0 - c:c1 - c]
-    return x.reshape(B, m, C, r1 - r0, c1 - c0), (r0, c0)
-
-
-def _conv_adjoint(Lam, weight, in_shape, stride, pads, dilation, groups):
-    """Adjoint of conv2d(pad(x)) applied to Lam [B, m, Cout, Ho, Wo] -> [B, m, *in_shape]."""
-    x, (r0, c0) = conv_adjoint(Lam, weight, in_shape, stride, pads, dilation, groups)
+def _conv_adjoint(node, Lam, ctx, weight, dilation, groups):
+    """(coefficients [B, m, *in_shape], rounding allowance [B, m] or None) of node's conv (weight) adjoint applied to
+    Lam [B, m, Cout, Ho, Wo] (plugins/crown/adjoint.py)."""
+    in_shape = ctx.shape(node.inputs[0])
+    x, (r0, c0), allowance = conv_back(node, Lam, ctx, weight, dilation, groups)
     H, W = in_shape[1:]
     if x.shape[-2:] != (H, W):  # input rows/columns the conv never reads: zero coefficients
         x = F.pad(x, (c0, W - c0 - x.shape[-1], r0, H - r0 - x.shape[-2]))
-    return x
+    return x, allowance
+
+
+def minus(bias, allowance):
+    """bias - allowance, either possibly None (zero)."""
+    if allowance is None:
+        return bias
+    return -allowance if bias is None else bias - allowance
 
 
 def avgpool_weight(node, C, dtype, device):
@@ -79,12 +70,11 @@ def avgpool_weight(node, C, dtype, device):
 
 def _conv2d(node, Lam, ctx):
     a = node.attrs
-    in_shape = ctx.shape(node.inputs[0])
-    x = _conv_adjoint(Lam, ctx.param(node, "W"), in_shape, a["stride"], a["pads"], a["dilation"], a["groups"])
+    x, allowance = _conv_adjoint(node, Lam, ctx, ctx.param(node, "W"), a["dilation"], a["groups"])
     bias = None
     if "b" in node.params:
         bias = (Lam.sum((-1, -2)) * ctx.param(node, "b")).sum(-1)
-    return [x], bias
+    return [x], minus(bias, allowance)
 
 
 def _affine(node, Lam, ctx):
@@ -109,18 +99,48 @@ def _reshape(node, Lam, ctx):
 
 
 def _avgpool(node, Lam, ctx):
-    a = node.attrs
-    in_shape = ctx.shape(node.inputs[0])
-    w = avgpool_weight(node, in_shape[0], Lam.dtype, Lam.device)
-    return [_conv_adjoint(Lam, w, in_shape, a["stride"], a["pads"], (1, 1), in_shape[0])], None
+    C = ctx.shape(node.inputs[0])[0]
+    x, allowance = _conv_adjoint(node, Lam, ctx, avgpool_weight(node, C, Lam.dtype, Lam.device), (1, 1), C)
+    return [x], minus(None, allowance)
 
 
 def relaxed(Lam, al, cl, au, cu, nan_safe=False):
     """([coefficients], bias) of Lam through the elementwise relaxation al z + cl <= y <= au z + cu (each
     broadcastable to Lam); nan_safe: a zero coefficient on an infinite intercept contributes nothing."""
+    if not nan_safe and all(v.dim() == Lam.dim() and v.shape[1] == 1 for v in (al, cl, au, cu)):
+        split = _two_sided(Lam, al, cl, au, cu)
+        if split is not None:
+            return split
     pos, neg = Lam.clamp(min=0), Lam.clamp(max=0)
     const = _nan_safe(pos, cl) + _nan_safe(neg, cu) if nan_safe else pos * cl + neg * cu
     return [pos * al + neg * au], _sum_rest(const)
+
+
+def _two_sided(Lam, al, cl, au, cu):
+    """relaxed's result when few positions have two relaxation lines: where al == au and cl == cu == 0 on every box
+    (a stable ReLU neuron), y = al z exactly and the coefficient is Lam * au with no constant (the same products as
+    the sign split, whose other term is an exact zero); only the other positions are split by sign. None when
+    more than a quarter of the positions have two lines (then the plain split is cheaper)."""
+    B, m = Lam.shape[:2]
+    n = Lam[0, 0].numel()
+    two = ((al != au) | (cl != 0) | (cu != 0)).reshape(-1, n).any(0)
+    idx = two.nonzero().flatten()
+    if idx.numel() > n // 4:
+        return None
+    ins = Lam * au
+    if idx.numel() == 0:
+        return [ins], None
+
+    coords = (slice(None), slice(None), *torch.unravel_index(idx, Lam.shape[2:]))  # no copy of a strided Lam
+    LU = Lam[coords]
+    pos, neg = LU.clamp(min=0), LU.clamp(max=0)
+    vals = pos * al[coords] + neg * au[coords]
+    const = (pos * cl[coords] + neg * cu[coords]).sum(-1)
+    flat = ins.view(ins.shape[0], m, n)
+    if ins.requires_grad:
+        return [flat.index_copy(2, idx, vals).view(ins.shape)], const
+    flat.index_copy_(2, idx, vals)
+    return [ins], const
 
 
 def activation_relax(node, ctx):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import rules as R
+from .adjoint import conv_back
 
 TILE = 8  # neurons of a tile x tile spatial block are bounded together (their rows share a window)
 
@@ -115,22 +116,21 @@ def by_tile(shape, ids, tile):
 
 
 def _conv(node, L, ctx, weight, dilation, groups):
-    a = node.attrs
-    in_shape = ctx.shape(node.inputs[0])
-    x, at = R.conv_adjoint(L.t, weight, in_shape, a["stride"], a["pads"], dilation, groups, L.at)
-    return window(x, at, in_shape)
+    x, at, allowance = conv_back(node, L.t, ctx, weight, dilation, groups, L.at)
+    return window(x, at, ctx.shape(node.inputs[0])), allowance
 
 
 def _conv2d(node, L, ctx):
     a = node.attrs
-    x = _conv(node, L, ctx, ctx.param(node, "W"), a["dilation"], a["groups"])
+    x, allowance = _conv(node, L, ctx, ctx.param(node, "W"), a["dilation"], a["groups"])
     bias = (L.t.sum((-1, -2)) * ctx.param(node, "b")).sum(-1) if "b" in node.params else None
-    return [x], bias
+    return [x], R.minus(bias, allowance)
 
 
 def _avgpool(node, L, ctx):
     C = ctx.shape(node.inputs[0])[0]
-    return [_conv(node, L, ctx, R.avgpool_weight(node, C, L.dtype, L.device), (1, 1), C)], None
+    x, allowance = _conv(node, L, ctx, R.avgpool_weight(node, C, L.dtype, L.device), (1, 1), C)
+    return [x], R.minus(None, allowance)
 
 
 def _elementwise(relax, nan_safe):
