@@ -113,3 +113,25 @@ def test_verify_completes_on_a_cnn_by_relu_splits():
     assert res.verdict == "unsat" and res.evidence["by"] == "relu-bab", res.to_json()
     res = verify(net, spec, domain="ibp", timeout=60)          # --domain takes effect: IBP offers no BaB
     assert res.verdict in ("unknown", "timeout")
+
+
+def test_bab_root_reuses_the_bounding_pass(monkeypatch):
+    """verify bounds a box and then starts branch and bound on it: the hidden bounds are computed once, and are the
+    ones a fresh pass gives; another box gets its own pass."""
+    from nncert.plugins.crown import domain as crown_domain
+    net = from_torch(_cnn(0), (1, 4, 4)).to(F64)
+    crown = get_registry().domain("crown")
+    calls = []
+    real = crown_domain.hidden_bounds
+    monkeypatch.setattr(crown_domain, "hidden_bounds", lambda *a: calls.append(1) or real(*a))
+    lo = torch.rand(1, net.n_inputs, dtype=F64, generator=torch.Generator().manual_seed(0))
+    hi = lo + 0.1
+    crown.bounds(net, lo, hi, torch.eye(3, dtype=F64))
+    state = crown.bab_root(net, lo, hi)
+    assert len(calls) == 1
+    fresh = crown_domain.Crown().bab_root(net, lo, hi)["ctx"].bounds
+    assert set(fresh) == set(state["ctx"].bounds)
+    for k, (l, u) in fresh.items():
+        assert torch.equal(l, state["ctx"].bounds[k][0]) and torch.equal(u, state["ctx"].bounds[k][1])
+    crown.bab_root(net, lo, hi + 0.01)
+    assert len(calls) == 3

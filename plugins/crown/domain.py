@@ -93,6 +93,7 @@ class Crown(Domain):
         super().__init__(op_rules)
         self._mlp: dict[int, tuple] = {}
         self._interval = None
+        self._last_hidden = None
 
     @property
     def interval_domain(self):
@@ -109,6 +110,19 @@ class Crown(Domain):
 
     def _crown(self, network, lower, upper, concretize, C):
         return crown_bounds(network, *self._rule_tables(), self.ops, lower, upper, concretize, C)
+
+    def _hidden_box(self, network, lower, upper):
+        """CROWN's hidden bounds over boxes (propagate.hidden_bounds), the last single box's kept for the next call
+        on the same network and box: verify bounds an instance and then starts branch and bound from the same
+        hidden bounds (TinyYOLO's pass takes a minute). Batches are not kept (their bounds would stay resident)."""
+        last = self._last_hidden
+        if (last is not None and last[0] is network and last[1].shape == lower.shape and torch.equal(last[1], lower)
+                and torch.equal(last[2], upper)):
+            return last[3]
+        rule_for, interval_for = self._rule_tables()
+        ctx = hidden_bounds(network, rule_for, interval_for, self.ops, lower, upper, concretize_box(lower, upper))
+        self._last_hidden = (network, lower.clone(), upper.clone(), ctx) if lower.shape[0] == 1 else None
+        return ctx
 
     def _mlp_view(self, network):
         if any(self.op_rules.get(op) is not RULES.get(op) for op in network.ops()):
@@ -133,7 +147,8 @@ class Crown(Domain):
             out = lb.crown_mlp(lower, upper, view.Ws, view.bs, Cm, packed=view.packed(dt, dev))
         else:
             Cm = None if C is None else _check_C(C, B, network.n_outputs, dt, dev)
-            out = self._crown(network, lower, upper, concretize_box(lower, upper), Cm)
+            ctx = self._hidden_box(network, lower, upper)
+            out = output_bounds(network, ctx, windowed(self._rule_tables()[0]), concretize_box(lower, upper), Cm)
         return widen(*out)
 
     def bounds_refine(self, network, lower, upper, C=None, state=None):
@@ -218,8 +233,7 @@ class Crown(Domain):
         """State for branch_and_bound on the box [lower, upper] ([1, n_inputs], float64): CROWN's hidden bounds."""
         self.check_network(network)
         _check_box(network, lower, upper)
-        rule_for, interval_for = self._rule_tables()
-        ctx = hidden_bounds(network, rule_for, interval_for, self.ops, lower, upper, concretize_box(lower, upper))
+        ctx = self._hidden_box(network, lower, upper)
         return {"network": network, "ctx": ctx, "box": (lower.reshape(1, *network.input_shape),
                                                         upper.reshape(1, *network.input_shape))}
 
