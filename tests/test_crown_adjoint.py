@@ -26,7 +26,7 @@ LAYERS = [
 
 @pytest.fixture(autouse=True)
 def _every_conv(monkeypatch):
-    monkeypatch.setattr(adjoint, "MIN_WORK", 0)   # these layers are small: take the float32 path anyway
+    monkeypatch.setattr(adjoint, "MIN_ROW_WORK", 0)   # these layers are small: take the float32 path anyway
 
 
 def _setup(layer, shape, seed, zscale):

@@ -16,8 +16,8 @@ evaluated in float64 and scaled up by 1 + 1e-6 (that evaluation's own relative e
 
 Used only where that error model holds: CPU tensors and torch's float32 arithmetic at IEEE precision
 (torch.backends' fp32_precision "none"/"ieee", matmul precision "highest"; on a GPU cuDNN may pick TF32 or
-Winograd/FFT algorithms, so GPUs keep float64), and for convs of at least MIN_WORK multiply-adds (below that the
-conversions cost more than they save). A node whose input has an unbounded interval, or whose float32
+Winograd/FFT algorithms, so GPUs keep float64), and for convs of at least MIN_ROW_WORK multiply-adds per bound row
+(below that the conversions cost more than they save; per row, so a box gets the same bound alone or in a batch). A node whose input has an unbounded interval, or whose float32
 result is not finite, is computed in float64 as before.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 U32 = 2.0 ** -24      # unit roundoff of float32
 ETA32 = 2.0 ** -149   # float32's smallest subnormal
-MIN_WORK = 1 << 22    # multiply-adds below which a conv adjoint stays in float64 (the conversions cost more)
+MIN_ROW_WORK = 1 << 16  # multiply-adds per row below which a conv adjoint stays in float64 (conversions cost more)
 
 
 def _flat(Lam):
@@ -85,8 +85,9 @@ def conv_back(node, Lam, ctx, weight, dilation, groups, at=(0, 0)):
     conv_adjoint in Lam's dtype (allowance None)."""
     a = node.attrs
     in_shape = ctx.shape(node.inputs[0])
-    work = Lam.numel() * (weight.shape[0] // groups) * weight.shape[2] * weight.shape[3]
-    img = _abs_image(node, ctx, weight, dilation, groups) if work >= MIN_WORK and single_ok(Lam) else None
+    # per row, so that the choice does not depend on how many boxes and rows a call carries
+    work = Lam[0, 0].numel() * (weight.shape[0] // groups) * weight.shape[2] * weight.shape[3] if Lam.numel() else 0
+    img = _abs_image(node, ctx, weight, dilation, groups) if work >= MIN_ROW_WORK and single_ok(Lam) else None
     if img is not None:
         L32 = Lam.float()
         A = L32.abs()
