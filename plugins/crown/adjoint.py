@@ -17,8 +17,10 @@ evaluated in float64 and scaled up by 1 + 1e-6 (that evaluation's own relative e
 Used only where that error model holds: CPU tensors and torch's float32 arithmetic at IEEE precision
 (torch.backends' fp32_precision "none"/"ieee", matmul precision "highest"; on a GPU cuDNN may pick TF32 or
 Winograd/FFT algorithms, so GPUs keep float64), and for convs of at least MIN_ROW_WORK multiply-adds per bound row
-(below that the conversions cost more than they save; per row, so a box gets the same bound alone or in a batch). A node whose input has an unbounded interval, or whose float32
-result is not finite, is computed in float64 as before.
+(below that the conversions cost more than they save; per row, so a box gets the same bound alone or in a batch).
+A node whose input has an unbounded interval, whose float32 result could overflow, or whose sums are too long for
+gamma (n u >= 1/64, n the terms of a sum) is computed in float64 as before. Assumed of torch: its CPU float32
+convolutions (oneDNN direct deconvolution, or im2col + GEMM) and bmm sum products, with no Winograd/FFT transform.
 """
 from __future__ import annotations
 
@@ -85,9 +87,12 @@ def conv_back(node, Lam, ctx, weight, dilation, groups, at=(0, 0)):
     conv_adjoint in Lam's dtype (allowance None)."""
     a = node.attrs
     in_shape = ctx.shape(node.inputs[0])
-    # per row, so that the choice does not depend on how many boxes and rows a call carries
-    work = Lam[0, 0].numel() * (weight.shape[0] // groups) * weight.shape[2] * weight.shape[3] if Lam.numel() else 0
-    img = _abs_image(node, ctx, weight, dilation, groups) if work >= MIN_ROW_WORK and single_ok(Lam) else None
+    K = (weight.shape[0] // groups) * weight.shape[2] * weight.shape[3]   # products summed per entry
+    row = Lam[0, 0].numel() if Lam.numel() else 0
+    # per row, so that the choice does not depend on how many boxes and rows a call carries; gamma(n) needs n u < 1
+    # (and the allowance's own sums have n = row terms): keep a wide margin
+    fits = row * K >= MIN_ROW_WORK and max(row, K + 3) * U32 < 1 / 64
+    img = _abs_image(node, ctx, weight, dilation, groups) if fits and single_ok(Lam) else None
     if img is not None:
         L32 = Lam.float()
         A = L32.abs()
@@ -95,7 +100,7 @@ def conv_back(node, Lam, ctx, weight, dilation, groups, at=(0, 0)):
         # (1 + gamma) max|Lam| sum|W| (NaN or inf in Lam fails the test too)
         if float(A.detach().max()) * float(weight.abs().sum()) < 1e37:
             x, start = conv_adjoint(L32, weight.float(), in_shape, a["stride"], a["pads"], dilation, groups, at)
-            return x.double(), start, _allowance(A, weight, groups, img, at)
+            return x.double(), start, _allowance(A, K, img, at)
     x, start = conv_adjoint(Lam, weight, in_shape, a["stride"], a["pads"], dilation, groups, at)
     return x, start, None
 
@@ -104,14 +109,13 @@ def _gamma(n: int) -> float:
     return n * U32 / (1 - n * U32)
 
 
-def _allowance(A, weight, groups, img, at):
+def _allowance(A, K, img, at):
     """gamma(K + 3) sum(|Lam| * (|J| zmax)) + (2K + 4) eta sum(zmax), scaled by 1 + 1e-6 ([B, m], float64).
 
     A = |fl32(Lam)| [B, m, Cout, h, w]. sum(|Lam| * v) (v = |J| zmax on Lam's block) is bounded from float32 work:
     |Lam| <= (1 + u) A + eta; v32 = v rounded up to float32; the float32 sum s of n nonnegative products obeys
     sum(A * v32) <= (s + n eta) / (1 - gamma(n))."""
     B, m = A.shape[:2]
-    K = (weight.shape[0] // groups) * weight.shape[2] * weight.shape[3]
     (r, c), (h, w) = at, A.shape[-2:]
     v, zsum = img
     v = v[:, :, r:r + h, c:c + w].reshape(v.shape[0], -1, 1).expand(B, -1, -1)

@@ -3,7 +3,8 @@
 Guarantee: for every x in the input set, lo <= C @ f(x) <= hi in exact arithmetic; the returned bounds are then
 widened outward (engine.numerics.widen) for floating-point rounding. Pass float64 inputs on verdict paths.
 Computes in the dtype of the inputs, except convolution adjoints of float64 passes on the CPU: float32 with a
-rigorous rounding allowance subtracted from the bound (plugins/crown/adjoint.py; about 5x faster there). Input sets: boxes (`bounds`) and l2 balls (`bounds_l2`).
+rigorous rounding allowance subtracted from the bound (plugins/crown/adjoint.py; about 5x faster there).
+Input sets: boxes (`bounds`) and l2 balls (`bounds_l2`).
 
 ReLU MLPs given as boxes (engine.mlp: reshapes and elementwise affines folded in, e.g. ACAS Xu's input
 normalisation) run through `engine.kernels.linear_bounds.crown_mlp` (one native call for the whole pass, or its
