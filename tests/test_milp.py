@@ -134,6 +134,35 @@ def test_two_disjuncts_unsat_only_when_both_refuted():
         assert verdict == want
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_joint_milp_over_disjuncts_agrees_with_exact_enumeration(seed):
+    """One MILP for all open disjuncts (choice binaries): unsat only when every disjunct's exact maximum is
+    below 0, sat (with a counterexample in that disjunct's set) when any one of them reaches it."""
+    rng = np.random.default_rng(100 + seed)
+    net = _mlp((4, 12, 12, 3), seed)
+    layers = mlp_chain(net)
+    Cs = [rng.normal(size=(int(rng.integers(1, 3)), 3)) for _ in range(3)]
+    for _ in range(200):   # a box with unstable neurons (so binaries), few enough for exact_max to enumerate
+        lo = rng.uniform(-1, 1, 4)
+        hi = lo + rng.uniform(0.05, 0.5)
+        n_unstable = sum(int(((l < 0) & (u > 0)).sum()) for l, u in _ibp_unstable(layers, lo, hi))
+        if 4 <= n_unstable <= 10:
+            break
+    opts = [exact_max(layers, lo, hi, C, np.zeros(len(C)), max_unstable=10) for C in Cs]
+    joint = 0
+    for reach in (None, 0, 1, 2):          # which disjunct is reachable (by 1e-3), if any
+        djs = [Disjunct(C, np.full(len(C), (1e-3 if k == reach else -1e-3) - o))
+               for k, (C, o) in enumerate(zip(Cs, opts))]
+        spec = Spec([Case(Box(lo, hi), djs)], 4, 3)
+        verdict, cex, st = milp_verify(net, spec, time.perf_counter() + 20, attack=False, relu_bab=False)
+        assert verdict == ("unsat" if reach is None else "sat"), (reach, st)
+        joint += bool(st["milps"]) and st["regions"][0]["disjuncts"] > 1
+        if verdict == "sat":
+            y = net.to(torch.float32)(torch.tensor(cex["x"])[None].float()).double()[0].numpy()
+            assert float((Cs[reach] @ y + djs[reach].d.numpy()).min()) >= 0
+    assert joint, "no MILP over several disjuncts ran"
+
+
 def test_preactivation_bounds_are_sound():
     rng = np.random.default_rng(1)
     for seed in range(4):
