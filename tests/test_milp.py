@@ -219,7 +219,7 @@ def test_mnist_fc_never_contradicts_truth():
     if root is None:
         pytest.skip("../shared is absent: no mnist_fc benchmark")
     from nncert.engine.io.onnx_import import load_onnx
-    from nncert.engine.counterexample import to_model_precision, recheck as verify_recheck
+    from nncert.engine.counterexample import recheck as verify_recheck
     from nncert.engine.io.vnnlib import read_vnnlib
     bench = root / "benchmarks" / "mnist_fc"
     rows = [r for r in csv.DictReader(open(bench / "truth.csv")) if "256x2" in r["onnx"]]
