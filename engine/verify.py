@@ -30,8 +30,8 @@ DEFAULT_BAB_SECONDS = 60.0   # complete-search budget when verify() is given no 
 PGD_RESTARTS, PGD_RESTARTS_HIGH_DIM, PGD_STEPS, PGD_FRACTION = 512, 32, 100, 0.1
 # PGD rounds (initial step range in box widths, seed), the second only when the first found nothing and only above
 # BAB_MAX_INPUTS free inputs: large steps reach counterexamples near the box's corners (mnist_fc 256x4 prop_6 eps
-# 0.05: found at once, missed by the first); in low dimension input splitting's own attack follows (ACAS Xu total
-# 68 s -> 127 s with a second round there)
+# 0.05: found at once, missed by the first); in low dimension input splitting's own attack follows (ACAS Xu total,
+# paired: 104 s -> 127 s with a second round there)
 PGD_ROUNDS = (((0.01, 0.2), 0), ((0.1, 1.0), 1))
 
 

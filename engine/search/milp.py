@@ -15,9 +15,10 @@ integrality slack only *relaxes* the ReLU encoding (larger feasible set, larger 
 disjunct is refuted only when the proven bound is below -margin, margin = MARGIN_REL * (1 + scale), where scale
 is twice the largest magnitude of the sound (CROWN/IBP) bounds of the disjuncts' rows C y + d and of the
 pre-activation bounds (the big-M constants; the disjunct choice constants are differences of two row bounds).
-MARGIN_REL = 1e-5 is ~100x HiGHS's primal feasibility tolerance (1e-7) relative to the problem's magnitudes. We also give t the lower bound -margin, so the solver prunes every branch that cannot
-reach -margin (a cutoff); "infeasible" then means the maximum is < -margin as well. `sat` is reported only for a
-solver point whose input, re-run on the real model by engine.counterexample.recheck, lies in the unsafe set.
+MARGIN_REL = 1e-5 is ~100x HiGHS's primal feasibility tolerance (1e-7) relative to the problem's magnitudes.
+We also give t the lower bound -margin, so the solver prunes every branch that cannot reach -margin (a cutoff);
+"infeasible" then means the maximum is < -margin as well. `sat` is reported only for a solver point whose input,
+re-run on the real model by engine.counterexample.recheck, lies in the unsafe set.
 
 The claims are about the network in exact arithmetic with its float32 weights read as float64, the same
 convention as the bound domains (engine/verify.py).
