@@ -44,15 +44,16 @@ def check_compatible(network, spec: Spec) -> None:
                        spec.source)
 
 
+def free_mask(box: Box) -> torch.Tensor:
+    """The inputs [n] (flat) the box lets vary: widths below 1e-9 of its widest (e.g. an input fixed at a decimal,
+    read as a sliver one rounding wide) do not count."""
+    w = (box.upper - box.lower).reshape(-1)
+    return w > 1e-9 * float(w.max()) if w.numel() and float(w.max()) > 0 else torch.zeros_like(w, dtype=torch.bool)
+
+
 def free_inputs(spec: Spec) -> int:
-    """The most inputs any region lets vary: widths below 1e-9 of the region's widest (e.g. an input fixed at a
-    decimal, read as a sliver one rounding wide) do not count. Input splitting pays when this is small."""
-    most = 0
-    for case in spec.cases:
-        box = case.input_set.bounding_box()
-        w = box.upper - box.lower
-        most = max(most, int((w > 1e-9 * float(w.max())).sum()) if w.numel() and float(w.max()) > 0 else 0)
-    return most
+    """The most inputs any region lets vary (free_mask). Input splitting pays when this is small."""
+    return max((int(free_mask(case.input_set.bounding_box()).sum()) for case in spec.cases), default=0)
 
 
 def candidate_points(box: Box, n_random: int, generator: torch.Generator) -> torch.Tensor:
@@ -177,6 +178,13 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
             return done(Verdict(v), st.get("by", "milp"), cex,
                         **{k: st[k] for k in ("milps", "binaries", "lps", "relu_bab_domains") if k in st})
     elif bab and not low_dim and time.perf_counter() < deadline:
+        from .search.separable import separable, separable_search
+        parts = separable(network, spec, BAB_MAX_INPUTS)
+        if parts is not None:   # y = a +- b on disjoint inputs: input splitting per part (search/separable.py)
+            report("complete-search", method="input splitting per output part")
+            v, st = separable_search(domains, parts, spec, search_end)
+            if v == "unsat":
+                return done(Verdict.UNSAT, "bab-parts+" + "+".join(names), **st)
         from .search.splits import split_search
         report("complete-search", method="relu-bab through the domain")
         v, cex, st = split_search(domains, network, spec, search_end, recheck)

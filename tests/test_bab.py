@@ -81,3 +81,37 @@ def test_bab_decides_hard_acasxu_instances():
         if answer == "sat":
             x = torch.tensor([res.counterexample["x"]], dtype=F64)
             assert recheck(net, spec, x) is not None
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bab_many_regions_with_their_own_thresholds(seed):
+    """Sixteen 2-D regions, each with its own threshold t_k in y0 - t_k >= 0 (the rows are shared, the constants
+    not, so one search covers all regions): unsat when every t_k clears its region's grid maximum by the Lipschitz
+    slack; sat, with a counterexample inside the one violable region, when one t_k is just below its maximum."""
+    net = random_mlp((2, 16, 16, 2), seed=seed)
+    f = net.to(F64)
+    slack = _lipschitz_y0(net) * 0.5 / (100 - 1) + 1e-3
+    corners = torch.stack(torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij"), -1).reshape(-1, 2)
+    regions, tops = [], []
+    for c in corners.to(F64):
+        lo, hi = -1 + 0.5 * c, -0.5 + 0.5 * c
+        with torch.no_grad():
+            tops.append(float(f.forward_flat(_grid(lo, hi, 100))[:, 0].max()))
+        regions.append((lo, hi))
+    row = torch.tensor([[1.0, 0.0]])
+
+    def spec(thresholds):
+        return Spec([Case(Box(lo, hi), [Disjunct(row, torch.tensor([-t]))])
+                     for (lo, hi), t in zip(regions, thresholds)], 2, 2)
+
+    safe = [t + slack for t in tops]
+    res = verify(net, spec(safe), domain="auto", timeout=60)
+    assert str(res.verdict) == "unsat", res.evidence
+    k = 5
+    risky = list(safe)
+    risky[k] = tops[k] - 1e-3 * (1 + abs(tops[k]))
+    res = verify(net, spec(risky), domain="auto", timeout=60)
+    assert str(res.verdict) == "sat", res.evidence
+    x = torch.tensor(res.counterexample["x"], dtype=F64)
+    lo, hi = regions[k]
+    assert bool(((x >= lo) & (x <= hi)).all()) and recheck(net, spec(risky), x[None]) is not None

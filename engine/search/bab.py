@@ -58,25 +58,26 @@ def _smear(net, lo, hi, C):
 
 
 class _Problem:
-    """One case's rows: C [m, n_out], d [m], owner [m] (disjunct of each row)."""
+    """The rows of cases that share them up to their constants (same_rows): C [m, n_out], owner [m] (disjunct of
+    each row), d [R, m] (each case's constants); a box carries the index of its case (its root)."""
 
-    def __init__(self, case):
-        self.C = torch.cat([dj.C for dj in case.disjuncts])
-        self.d = torch.cat([dj.d for dj in case.disjuncts])
-        self.owner = torch.cat([torch.full((dj.C.shape[0],), k) for k, dj in enumerate(case.disjuncts)])
-        self.n_dj = len(case.disjuncts)
+    def __init__(self, cases):
+        self.C = torch.cat([dj.C for dj in cases[0].disjuncts])
+        self.d = torch.stack([torch.cat([dj.d for dj in c.disjuncts]) for c in cases])
+        self.owner = torch.cat([torch.full((dj.C.shape[0],), k) for k, dj in enumerate(cases[0].disjuncts)])
+        self.n_dj = len(cases[0].disjuncts)
 
     def per_disjunct(self, rows: torch.Tensor, reduce) -> torch.Tensor:
         """[B, m] -> [B, n_dj] by reducing each disjunct's rows."""
         return torch.stack([reduce(rows[:, self.owner == k]) for k in range(self.n_dj)], 1)
 
-    def open_disjuncts(self, ub):
-        """[B, n_dj] bool: disjuncts that no row's upper bound ub [B, m] of C y refutes."""
-        return ~self.per_disjunct(refuted(ub, self.d), lambda r: r.any(1))
+    def open_disjuncts(self, ub, d):
+        """[B, n_dj] bool: disjuncts that no row's upper bound ub [B, m] of C y refutes (d [B, m])."""
+        return ~self.per_disjunct(refuted(ub, d), lambda r: r.any(1))
 
-    def bound(self, domains, net, lo, hi, known=None, optimise=True):
-        """Bound each box [B, n] with the domain chain. known: what an earlier call returned for boxes containing
-        them (ub [B, m], states: one per domain, [B, s] or None), or None.
+    def bound(self, domains, net, lo, hi, root, known=None, optimise=True):
+        """Bound each box [B, n] of the cases root [B] with the domain chain. known: what an earlier call returned
+        for boxes containing them (ub [B, m], states: one per domain, [B, s] or None), or None.
 
         Returns (closed [B], slack [B], known): closed when every disjunct is refuted; slack the largest, over the
         disjuncts left open, of the disjunct's smallest row bound of C y + d (-inf when closed); known the
@@ -100,25 +101,27 @@ class _Problem:
                 st[idx] = new
             states[i] = st
             ub[idx] = torch.minimum(ub[idx], u)
-            done[idx] = ~self.open_disjuncts(ub[idx])
+            done[idx] = ~self.open_disjuncts(ub[idx], self.d[root[idx]])
             idx = idx[~done[idx].all(1)]
-        per_dj = self.per_disjunct(ub + self.d, lambda r: r.amin(1))
+        per_dj = self.per_disjunct(ub + self.d[root], lambda r: r.amin(1))
         if optimise:
-            self.optimise(domains, net, lo, hi, idx, states, done, per_dj)
+            self.optimise(domains, net, lo, hi, root, idx, states, done, per_dj)
         slack = per_dj.masked_fill(done, -float("inf")).amax(1)
         return done.all(1), slack, (ub, states)
 
-    def optimise(self, domains, net, lo, hi, idx, states, done, per_dj):
+    def optimise(self, domains, net, lo, hi, root, idx, states, done, per_dj):
         """Where the last domain offers `refute_conjunctions` (CROWN), run it on the boxes idx for their
-        open disjuncts, updating done and per_dj [B, n_dj] in place."""
+        open disjuncts (one call per case), updating done and per_dj [B, n_dj] in place."""
         refine = getattr(domains[-1], "refute_conjunctions", None)
         if refine is None or not len(idx):
             return
-        state = None if states[-1] is None else states[-1][idx]
-        out = refine(net, lo[idx], hi[idx], self.C, self.d, self.owner, state, todo=~done[idx])
-        if out is not None:
-            done[idx] |= out[0]
-            per_dj[idx] = torch.minimum(per_dj[idx], out[1])
+        for r in root[idx].unique().tolist():
+            ids = idx[root[idx] == r]
+            state = None if states[-1] is None else states[-1][ids]
+            out = refine(net, lo[ids], hi[ids], self.C, self.d[r], self.owner, state, todo=~done[ids])
+            if out is not None:
+                done[ids] |= out[0]
+                per_dj[ids] = torch.minimum(per_dj[ids], out[1])
 
 
 def _children(lo, hi, dims):
@@ -144,23 +147,30 @@ def _take(entry, index):
     return tuple(None if t is None else t[index] for t in entry)
 
 
-def bab_case(domains, net, spec: Spec, case, deadline: float, recheck, batch: int = 1024,
-             max_boxes: int = 2_000_000, attack=None, attack_after: float = 2.0) -> BabOutcome:
-    prob = _Problem(case)
-    box = case.input_set.bounding_box()
-    single = Spec([case], spec.n_inputs, spec.n_outputs)
+def bab_cases(domains, net, spec: Spec, cases, deadline: float, recheck, batch: int = 1024,
+              max_boxes: int = 2_000_000, attack=None, attack_after: float = 2.0) -> BabOutcome:
+    """Branch and bound over the boxes of `cases`, whose disjuncts have the same rows up to their constants
+    (same_rows): their root boxes are searched as one batch, so a spec of many small regions (nn4sys: 500) costs
+    a few batched passes rather than a search per region. unsat when every box of every case closes."""
+    prob = _Problem(cases)
+    roots = [c.input_set.bounding_box() for c in cases]
     out = BabOutcome("unknown")
-    n = box.lower.numel()
+    lo = torch.stack([b.lower.reshape(-1) for b in roots])
+    hi = torch.stack([b.upper.reshape(-1) for b in roots])
+    n = lo.shape[1]
     k = min(n, SB_DIMS)
-    lo, hi = box.lower[None], box.upper[None]
-    root_width = (hi - lo).clamp(min=torch.finfo(hi.dtype).tiny)
-    closed, _, (ub, states) = prob.bound(domains, net, lo, hi)
-    out.boxes = 1
+    # relative widths only break ties between splits: the widest root per input is a fair scale for every box
+    root_width = (hi - lo).amax(0, keepdim=True).clamp(min=torch.finfo(hi.dtype).tiny)
+    root = torch.arange(len(cases))
+    closed, slack, (ub, states) = prob.bound(domains, net, lo, hi, root)
+    out.boxes = len(roots)
     if bool(closed.all()):
         out.verdict = "unsat"
         return out
-    # a stack entry: (lo, hi, depth, ub, one state per domain), each [b, ...] or None
-    stack = [(lo, hi, torch.zeros(1, dtype=torch.long), ub, *states)]
+    target = cases[int(slack.argmax())]   # the stronger attack goes to the region that looks most violable
+    keep = ~closed
+    # a stack entry: (lo, hi, depth, root, ub, one state per domain), each [b, ...] or None
+    stack = [_take((lo, hi, torch.zeros(len(cases), dtype=torch.long), root, ub, *states), keep)]
     attack_at = time.perf_counter() + attack_after
     while stack:
         if time.perf_counter() > deadline:
@@ -168,7 +178,7 @@ def bab_case(domains, net, spec: Spec, case, deadline: float, recheck, batch: in
             return out
         entry = _cat(stack)
         stack = [_take(entry, slice(batch, None))] if entry[0].shape[0] > batch else []
-        lo, hi, dep, ub, *states = _take(entry, slice(0, batch))
+        lo, hi, dep, root, ub, *states = _take(entry, slice(0, batch))
         B = lo.shape[0]
         if k < n:
             dims = _smear(net, lo, hi, prob.C).topk(k, 1).indices
@@ -178,7 +188,7 @@ def bab_case(domains, net, spec: Spec, case, deadline: float, recheck, batch: in
         parent = torch.arange(B)[:, None, None].expand(B, k, 2).reshape(-1)          # each child's parent
         known = (ub[parent], [None if st is None else st[parent] for st in states])
         clo, chi = clo.reshape(-1, n), chi.reshape(-1, n)
-        c_closed, c_slack, (c_ub, c_states) = prob.bound(domains, net, clo, chi, known)
+        c_closed, c_slack, (c_ub, c_states) = prob.bound(domains, net, clo, chi, root[parent], known)
         out.boxes += B * k * 2
         score = c_slack.reshape(B, k, 2).clamp(min=0).sum(2)                       # closed children count 0
         tie = score <= score.amin(1, keepdim=True) * (1 + 1e-9)
@@ -189,39 +199,55 @@ def bab_case(domains, net, spec: Spec, case, deadline: float, recheck, batch: in
         if not len(chosen):
             continue
         nlo, nhi = clo[chosen], chi[chosen]
-        ndep = dep[parent[chosen]] + 1
+        ndep, nroot = dep[parent[chosen]] + 1, root[parent[chosen]]
         out.max_depth = max(out.max_depth, int(ndep.max()))
         report("input-split", every=1.0, boxes=out.boxes, open=len(chosen) + sum(len(e[0]) for e in stack),
                depth=out.max_depth)
         if attack is not None and time.perf_counter() > attack_at:
-            cex, attack = attack(case), None
+            cex, attack = attack(target), None
             if cex is not None:
                 out.verdict, out.counterexample = "sat", cex
                 return out
         centre = (nlo + nhi) / 2
-        with torch.no_grad():
-            hits = single.unsafe(centre, net.forward_flat(centre))
+        with torch.no_grad():   # the centre's own case's disjuncts (recheck decides, input set included)
+            rows = net.forward_flat(centre) @ prob.C.T + prob.d[nroot] >= 0
+            hits = prob.per_disjunct(rows, lambda r: r.all(1)).any(1)
         if bool(hits.any()):
             cex = recheck(centre[hits][:16])
             if cex is not None:
                 out.verdict, out.counterexample = "sat", cex
                 return out
-        stack.insert(0, (nlo, nhi, ndep, *_take((c_ub, *c_states), chosen)))
+        stack.insert(0, (nlo, nhi, ndep, nroot, *_take((c_ub, *c_states), chosen)))
         if sum(t[0].shape[0] for t in stack) > max_boxes:
             return out
     out.verdict = "unsat"
     return out
 
 
+def same_rows(a, b) -> bool:
+    """Cases a and b have the same disjuncts' rows C (their constants d may differ)."""
+    return len(a.disjuncts) == len(b.disjuncts) and all(
+        x.C.shape == y.C.shape and torch.equal(x.C, y.C) for x, y in zip(a.disjuncts, b.disjuncts))
+
+
 def input_split_bab(domains, network, spec: Spec, deadline: float, recheck, batch: int = 1024,
                     attack=None) -> BabOutcome:
-    """Run branch and bound over every case; unsat only if every case closes.
+    """Run branch and bound over every case, the cases that share their rows together (bab_cases); unsat
+    only if every case closes.
 
-    attack: optional callable(case) -> re-checked counterexample or None, run once per case after a while."""
+    attack: optional callable(case) -> re-checked counterexample or None, run once per group after a while."""
     net = network.to(torch.float64)
-    total = BabOutcome("unsat")
+    groups: list[list] = []
     for case in spec.cases:
-        o = bab_case(domains, net, spec, case, deadline, recheck, batch, attack=attack)
+        for g in groups:
+            if same_rows(g[0], case):
+                g.append(case)
+                break
+        else:
+            groups.append([case])
+    total = BabOutcome("unsat")
+    for cases in groups:
+        o = bab_cases(domains, net, spec, cases, deadline, recheck, batch, attack=attack)
         total.boxes += o.boxes
         total.max_depth = max(total.max_depth, o.max_depth)
         if o.verdict != "unsat":

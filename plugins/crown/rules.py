@@ -42,6 +42,9 @@ def _linear(node, Lam, ctx):
     W = ctx.param(node, "W")
     b = node.params.get("b")
     bias = None if b is None else _sum_rest(Lam @ ctx.param(node, "b"))
+    if Lam.shape[0] > 1 and Lam.stride(0) == 0:  # rows shared by every box (the unit rows a pass starts from)
+        first = Lam[:1] @ W                       # one product, the same values as the batched one
+        return [first.expand(Lam.shape[0], *first.shape[1:])], bias
     return [Lam @ W], bias
 
 
