@@ -114,6 +114,26 @@ def test_mlp_path_equals_full_crown_on_random_mlps(crown, sizes, width):
     _generic_and_fast_agree(crown, net, lo, hi, torch.randn(3, sizes[-1], generator=g, dtype=F64))
 
 
+@pytest.mark.parametrize("width", [0.05, 1.0])
+def test_mlp_path_composes_linear_after_linear(crown, width):
+    """Linear layers with no activation between them (TLL networks) take the MLP path as one composed map: its
+    bounds equal the generic path's (which keeps both maps) up to rounding, and contain sampled outputs."""
+    from nncert.plugins.crown.domain import MLPView
+    torch.manual_seed(7)
+    m = nn.Sequential(nn.Linear(2, 12), nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 12), nn.Linear(12, 16), nn.ReLU(),
+                      nn.Linear(16, 4), nn.Linear(4, 1)).eval()
+    net = from_torch(m, (2,)).to(F64)
+    assert MLPView.of(net) is not None and len(MLPView.of(net).Ws) == 3
+    g = torch.Generator().manual_seed(1)
+    lo = torch.randn(6, 2, generator=g, dtype=F64)
+    hi = lo + width * torch.rand(6, 2, generator=g, dtype=F64)
+    _generic_and_fast_agree(crown, net, lo, hi)
+    blo, bhi = crown.bounds(net, lo, hi)
+    for b in range(6):
+        y = net.forward_flat(box_samples(lo[b], hi[b], 500, seed=b))
+        assert (y >= blo[b]).all() and (y <= bhi[b]).all()
+
+
 def _extra_nets():
     torch.manual_seed(5)
     pool = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.LeakyReLU(0.2), nn.MaxPool2d(3, stride=2, padding=1),

@@ -147,8 +147,8 @@ def _take(entry, index):
     return tuple(None if t is None else t[index] for t in entry)
 
 
-def bab_cases(domains, net, spec: Spec, cases, deadline: float, recheck, batch: int = 1024,
-              max_boxes: int = 2_000_000, attack=None, attack_after: float = 2.0) -> BabOutcome:
+def bab_cases(domains, net, cases, deadline: float, recheck, batch: int = 1024, max_boxes: int = 2_000_000,
+              attack=None, attack_after: float = 2.0) -> BabOutcome:
     """Branch and bound over the boxes of `cases`, whose disjuncts have the same rows up to their constants
     (same_rows): their root boxes are searched as one batch, so a spec of many small regions (nn4sys: 500) costs
     a few batched passes rather than a search per region. unsat when every box of every case closes."""
@@ -247,7 +247,7 @@ def input_split_bab(domains, network, spec: Spec, deadline: float, recheck, batc
             groups.append([case])
     total = BabOutcome("unsat")
     for cases in groups:
-        o = bab_cases(domains, net, spec, cases, deadline, recheck, batch, attack=attack)
+        o = bab_cases(domains, net, cases, deadline, recheck, batch, attack=attack)
         total.boxes += o.boxes
         total.max_depth = max(total.max_depth, o.max_depth)
         if o.verdict != "unsat":

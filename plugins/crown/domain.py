@@ -60,7 +60,9 @@ def _check_box(network, lower, upper):
 
 class MLPView:
     """A ReLU MLP (linear (relu linear)*, with reshapes and elementwise affines folded in: engine.mlp, the one MLP
-    view) as the weights of the native CROWN pass; `of` gives None for any other network."""
+    view) as the weights of the native CROWN pass; `of` gives None for any other network. Consecutive linear
+    layers become one map composed in float64 (exact for CROWN, whose linear steps are exact; the composition
+    changes the weights only by rounding, covered by the final widening like engine.mlp's folds)."""
 
     def __init__(self, Ws, bs):
         self.Ws, self.bs = Ws, bs
@@ -69,9 +71,18 @@ class MLPView:
     @classmethod
     def of(cls, network):
         layers = mlp_layers(network)
-        if layers is None or [act for _, _, act, _ in layers] != ["relu"] * (len(layers) - 1) + ["none"]:
+        if layers is None:
             return None
-        return cls([W for W, _, _, _ in layers], [b for _, b, _, _ in layers])
+        Ws, bs = [], []
+        for k, (W, b, act, _) in enumerate(layers):
+            if Ws and layers[k - 1][2] == "none":   # linear after linear (TLL nets): one map, composed in float64
+                W, b = W @ Ws.pop(), W @ bs.pop() + b
+            Ws.append(W)
+            bs.append(b)
+        acts = [act for _, _, act, _ in layers if act != "none"]
+        if acts != ["relu"] * (len(Ws) - 1) or layers[-1][2] != "none":
+            return None
+        return cls(Ws, bs)
 
     def packed(self, dtype, device):
         """The weights packed for the native CPU kernel (cached per dtype); None on a GPU, which does not use them."""
