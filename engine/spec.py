@@ -46,6 +46,12 @@ class Box:
     def bounding_box(self) -> "Box":
         return self
 
+    def free(self) -> torch.Tensor:
+        """The inputs [n] (flat) the box lets vary: widths below 1e-9 of its widest (e.g. an input fixed at a
+        decimal, read as a sliver one rounding wide) do not count."""
+        w = (self.upper - self.lower).reshape(-1)
+        return w > 1e-9 * float(w.max()) if w.numel() and float(w.max()) > 0 else torch.zeros_like(w, dtype=torch.bool)
+
     def contains(self, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
         """Per-row membership of flat points x [N, n]."""
         return ((x >= self.lower - tol) & (x <= self.upper + tol)).all(dim=-1)

@@ -44,16 +44,9 @@ def check_compatible(network, spec: Spec) -> None:
                        spec.source)
 
 
-def free_mask(box: Box) -> torch.Tensor:
-    """The inputs [n] (flat) the box lets vary: widths below 1e-9 of its widest (e.g. an input fixed at a decimal,
-    read as a sliver one rounding wide) do not count."""
-    w = (box.upper - box.lower).reshape(-1)
-    return w > 1e-9 * float(w.max()) if w.numel() and float(w.max()) > 0 else torch.zeros_like(w, dtype=torch.bool)
-
-
 def free_inputs(spec: Spec) -> int:
-    """The most inputs any region lets vary (free_mask). Input splitting pays when this is small."""
-    return max((int(free_mask(case.input_set.bounding_box()).sum()) for case in spec.cases), default=0)
+    """The most inputs any region lets vary (Box.free). Input splitting pays when this is small."""
+    return max((int(case.input_set.bounding_box().free().sum()) for case in spec.cases), default=0)
 
 
 def candidate_points(box: Box, n_random: int, generator: torch.Generator) -> torch.Tensor:

@@ -246,7 +246,8 @@ def input_split_bab(domains, network, spec: Spec, deadline: float, recheck, batc
         else:
             groups.append([case])
     total = BabOutcome("unsat")
-    for cases in groups:
+    # at most `batch` regions per search: the root pass bounds them all at once (memory like one batch of boxes)
+    for cases in (g[i:i + batch] for g in groups for i in range(0, len(g), batch)):
         o = bab_cases(domains, net, cases, deadline, recheck, batch, attack=attack)
         total.boxes += o.boxes
         total.max_depth = max(total.max_depth, o.max_depth)

@@ -28,6 +28,7 @@ from ..spec import Case, Disjunct, Spec
 from .bab import input_split_bab
 
 ESTIMATE_POINTS, ESTIMATE_STEPS = 64, 30   # sign-gradient ascent for the parts' maxima (targets only)
+READS_REGIONS = 16                          # regions whose inputs are probed before the path is tried
 
 
 def output_parts(network: Network):
@@ -65,25 +66,25 @@ def reads(network: Network, lo: torch.Tensor, hi: torch.Tensor, points: int = 8,
 
 
 def separable(network: Network, spec: Spec, max_inputs: int):
-    """The parts (output_parts) when every disjunct of spec has one row and, in every region, the parts appear to
-    read disjoint sets of at most max_inputs free inputs each; else None."""
+    """The parts (output_parts) when every disjunct of spec has one row and, in the first READS_REGIONS regions,
+    the parts appear to read disjoint sets of at most max_inputs free inputs each; else None."""
     parts = output_parts(network)
     if parts is None or any(dj.C.shape[0] != 1 for c in spec.cases for dj in c.disjuncts):
         return None
-    from ..verify import free_mask
-    for case in spec.cases:
+    for case in spec.cases[:READS_REGIONS]:
         box = case.input_set.bounding_box()
         lo, hi = box.lower.reshape(-1).double(), box.upper.reshape(-1).double()
-        free = free_mask(box)
+        free = box.free()
         ra, rb = reads(parts[0], lo, hi) & free, reads(parts[1], lo, hi) & free
         if bool((ra & rb).any()) or int(ra.sum()) > max_inputs or int(rb.sum()) > max_inputs:
             return None
     return parts
 
 
-def attacked_max(network: Network, row: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, seed: int = 0) -> float:
+def attacked_max(network: Network, row: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, seed: int = 0,
+                 deadline: float = math.inf) -> float:
     """The largest row . f(x) found by sign-gradient ascent from random points of the box (a lower estimate of
-    the maximum; it only places the targets)."""
+    the maximum; it only places the targets), stopping early at the deadline (time.perf_counter())."""
     g = torch.Generator().manual_seed(seed)
     net = network.to(torch.float64)
     x = lo + torch.rand(ESTIMATE_POINTS, lo.numel(), generator=g, dtype=torch.float64) * (hi - lo)
@@ -93,7 +94,7 @@ def attacked_max(network: Network, row: torch.Tensor, lo: torch.Tensor, hi: torc
         x.requires_grad_(True)
         v = net.forward_flat(x) @ row
         best = max(best, float(v.detach().max()))
-        if it == ESTIMATE_STEPS:
+        if it == ESTIMATE_STEPS or time.perf_counter() > deadline:
             break
         (grad,) = torch.autograd.grad(v.sum(), x)
         with torch.no_grad():
@@ -141,8 +142,13 @@ def separable_search(domains, parts, spec: Spec, deadline: float) -> tuple[str, 
         box = case.input_set.bounding_box()
         lo, hi = box.lower.reshape(-1).double(), box.upper.reshape(-1).double()
         row, d = dj.C[0].double(), float(dj.d[0])
-        t = targets(attacked_max(net_a, row, lo, hi), attacked_max(net_b, s * row, lo, hi),
-                    root_upper(domains, net_a, row, lo, hi), root_upper(domains, net_b, s * row, lo, hi), d)
+        try:
+            with within(deadline):   # the parts' root bounds: each a full bounding pass
+                t = targets(attacked_max(net_a, row, lo, hi, deadline=deadline),
+                            attacked_max(net_b, s * row, lo, hi, deadline=deadline),
+                            root_upper(domains, net_a, row, lo, hi), root_upper(domains, net_b, s * row, lo, hi), d)
+        except OutOfTime:
+            return "timeout", stats
         if t is None:
             return "unknown", {**stats, "reason": "the parts' attacked maxima leave no gap"}
         for p, (net, r, target) in enumerate(((net_a, row, t[0]), (net_b, s * row, t[1]))):
