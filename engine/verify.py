@@ -106,7 +106,8 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
            attack: bool = True, bab: bool = True) -> Result:
     """Decide the spec on the network with the named domain (or "auto": cheap sound domains first).
 
-    Stages, each skipped once the time budget is spent: sampling attack; one bounding pass per domain; PGD; then
+    Stages, each skipped once the time budget is spent: sampling attack; one bounding pass per domain; PGD (above
+    BAB_MAX_INPUTS free inputs also from search.attack.flip_points); then
     complete search: input-splitting branch and bound (at most BAB_MAX_INPUTS free inputs) or, above that, MILP
     for ReLU MLPs (engine.search.milp) and ReLU-split branch and bound through the domain for every other network
     (engine.search.splits). Without a timeout the complete search gets DEFAULT_BAB_SECONDS.
@@ -148,7 +149,7 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
             return done(Verdict.UNSAT, d.name)
     low_dim = free_inputs(spec) <= BAB_MAX_INPUTS
     if attack:
-        from .search.attack import pgd_case
+        from .search.attack import flip_points, pgd_case
         report("pgd", regions=len(spec.cases))
         now = time.perf_counter()
         stop = min(deadline, now + PGD_FRACTION * (deadline - now)) if timeout is not None else deadline
@@ -162,6 +163,15 @@ def verify(network, spec: Spec, domain: str = "auto", timeout: float | None = No
                     cex = recheck(network, spec, cand)
                     if cex is not None:
                         return done(Verdict.SAT, "pgd", cex)
+        for case in [] if low_dim else spec.cases:   # starts that switch single ReLU neurons (attack.flip_points)
+            if time.perf_counter() > stop:
+                break
+            cand = pgd_case(network, case, steps=PGD_STEPS, seed=2, deadline=stop,
+                            starts=flip_points(network, case, deadline=stop))
+            if len(cand):
+                cex = recheck(network, spec, cand)
+                if cex is not None:
+                    return done(Verdict.SAT, "pgd-flip", cex)
     search_end = deadline if timeout is not None else t0 + DEFAULT_BAB_SECONDS
     if bab and not low_dim and time.perf_counter() < deadline and mlp_chain(network) is not None:
         from .search.milp import milp_verify
