@@ -31,11 +31,13 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import memory
 from ..numerics import refuted
 from ..progress import report
 from ..spec import Spec
 
-SB_DIMS = 8   # inputs tried per split (strong branching)
+SB_DIMS = 8        # inputs tried per split (strong branching)
+MAX_ASPECT = 2 ** 10  # an input is split only while at least 1/MAX_ASPECT as wide (relative) as the box's widest
 
 
 @dataclass
@@ -138,6 +140,11 @@ def _children(lo, hi, dims):
     return clo, chi
 
 
+def _bytes(stack) -> int:
+    """Memory the open boxes hold (bounds, hidden-bound states)."""
+    return sum(t.numel() * t.element_size() for e in stack for t in e if t is not None)
+
+
 def _cat(entries):
     """Concatenate stack entries (tuples of [B, ...] tensors or None) field by field."""
     return tuple(None if f[0] is None else torch.cat(f) for f in zip(*entries))
@@ -151,7 +158,8 @@ def bab_cases(domains, net, cases, deadline: float, recheck, batch: int = 1024, 
               attack=None, attack_after: float = 2.0) -> BabOutcome:
     """Branch and bound over the boxes of `cases`, whose disjuncts have the same rows up to their constants
     (same_rows): their root boxes are searched as one batch, so a spec of many small regions (nn4sys: 500) costs
-    a few batched passes rather than a search per region. unsat when every box of every case closes."""
+    a few batched passes rather than a search per region. unsat when every box of every case closes; unknown
+    once the open boxes exceed max_boxes or their bounds and states the memory budget (engine.memory.budget)."""
     prob = _Problem(cases)
     roots = [c.input_set.bounding_box() for c in cases]
     out = BabOutcome("unknown")
@@ -191,8 +199,11 @@ def bab_cases(domains, net, cases, deadline: float, recheck, batch: int = 1024, 
         c_closed, c_slack, (c_ub, c_states) = prob.bound(domains, net, clo, chi, root[parent], known)
         out.boxes += B * k * 2
         score = c_slack.reshape(B, k, 2).clamp(min=0).sum(2)                       # closed children count 0
-        tie = score <= score.amin(1, keepdim=True) * (1 + 1e-9)
         rel = ((hi - lo) / root_width).gather(1, dims)                              # relative width of each input
+        # inputs far narrower than the box's widest are not split: re-bounding a box with its parent's hidden
+        # bounds tightens it a little even when the split changes nothing (a zero-width input), which would win
+        score = torch.where(rel < rel.amax(1, keepdim=True) * MAX_ASPECT ** -1, float("inf"), score)
+        tie = score <= score.amin(1, keepdim=True) * (1 + 1e-9)
         best = torch.where(tie, rel, -1.0).argmax(1)                                # ties: the widest input
         chosen = (torch.arange(B) * k + best)[:, None] * 2 + torch.arange(2)        # flat child index [B, 2]
         chosen = chosen.reshape(-1)[~c_closed[chosen.reshape(-1)]]
@@ -218,7 +229,7 @@ def bab_cases(domains, net, cases, deadline: float, recheck, batch: int = 1024, 
                 out.verdict, out.counterexample = "sat", cex
                 return out
         stack.insert(0, (nlo, nhi, ndep, nroot, *_take((c_ub, *c_states), chosen)))
-        if sum(t[0].shape[0] for t in stack) > max_boxes:
+        if sum(t[0].shape[0] for t in stack) > max_boxes or _bytes(stack) > memory.budget():
             return out
     out.verdict = "unsat"
     return out

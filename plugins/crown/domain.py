@@ -25,9 +25,14 @@ from nncert.engine.mlp import mlp_layers
 from .alpha import HIDDEN_ITERS, HIDDEN_LR, ITERS, alpha_hidden_bounds, optimise_conjunctions
 from nncert.engine.numerics import refuted_combination, widen
 
-from .propagate import concretize_box, concretize_l2, crown_bounds, hidden_bounds, output_bounds
+from .propagate import (concretize_box, concretize_l2, crown_bounds, hidden_bounds, kept_names, output_bounds,
+                        pack_bounds, unpack_bounds)
 from .window import windowed
 from .rules import RULES, derived_rule
+
+# largest state (numbers per box) bounds_refine keeps for a graph that is not a ReLU MLP: the search holds one per
+# open box (64 KiB each; linearizenn's 4,224, cersyve's 272-800, nn4sys mscn's 16,166 keeps none)
+STATE_FLOATS = 8192
 
 
 def _check_C(C, B, n_out, dtype, device):
@@ -164,12 +169,14 @@ class Crown(Domain):
         return widen(*out)
 
     def bounds_refine(self, network, lower, upper, C=None, state=None):
-        """Bounds with state (see Domain.bounds_refine): for ReLU MLPs the state is the boxes' hidden pre-activation
-        bounds, intersected with those of the next call on sub-boxes (CROWN is not monotone in the box, so a
-        sub-box alone can bound looser than its parent). Other networks keep no state."""
+        """Bounds with state (see Domain.bounds_refine): the boxes' hidden bounds, intersected with those of the
+        next call on sub-boxes (CROWN is not monotone in the box, so a sub-box alone can bound looser than its
+        parent). ReLU MLPs keep their pre-activation bounds; other graphs the bounds of the values their
+        relaxations read (propagate.kept_names), when those are at most STATE_FLOATS numbers per box (the search
+        keeps a state per open box), else no state."""
         view = self._mlp_view(network)
         if view is None:
-            return (*self.bounds(network, lower, upper, C), None)
+            return self._refine_graph(network, lower, upper, C, state)
         self.check_network(network)
         _check_box(network, lower, upper)
         B, dt, dev = lower.shape[0], lower.dtype, lower.device
@@ -179,19 +186,41 @@ class Crown(Domain):
                                              keep_inter=True)
         return (*widen(lo_out, hi_out), inter)
 
+    def _kept(self, network):
+        """kept_names of the network under this domain's rules, or None when their bounds exceed STATE_FLOATS."""
+        names = kept_names(network, self._rule_tables()[0])
+        shapes = {n.name: n.shape for n in network.nodes}
+        return names if names and 2 * sum(math.prod(shapes[n]) for n in names) <= STATE_FLOATS else None
+
+    def _refine_graph(self, network, lower, upper, C, state):
+        self.check_network(network)
+        _check_box(network, lower, upper)
+        names = self._kept(network)
+        if names is None:
+            return (*self.bounds(network, lower, upper, C), None)
+        B, dt = lower.shape[0], lower.dtype
+        upper = upper.to(dt)
+        Cm = None if C is None else _check_C(C, B, network.n_outputs, dt, lower.device)
+        rule_for, interval_for = self._rule_tables()
+        prior = None if state is None else unpack_bounds(state.to(dt), network, names)
+        ctx = hidden_bounds(network, rule_for, interval_for, self.ops, lower, upper, concretize_box(lower, upper),
+                            prior)
+        out = output_bounds(network, ctx, windowed(rule_for), concretize_box(lower, upper), Cm)
+        return (*widen(*out), pack_bounds(ctx.bounds, names))
+
     def refute_conjunctions(self, network, lower, upper, C, d, owner, state, todo=None, iters: int = ITERS):
         """Per box and disjunct {C_r y + d_r >= 0 for the rows r with owner[r] = k}, (refuted [B, G] bool, value [B, G]) where refuted means
         the disjunct is proven empty on the box and value is the bound of sum_r lam_r (C_r y + d_r) found
         (plugins/crown/alpha.py; its lam optimised, < 0 when refuted up to rounding; +inf off `todo` [B, G], the
-        pairs to work on, default all). ReLU MLPs use the hidden bounds `state` from bounds_refine on these boxes
-        (None without it); other graphs recompute CROWN's hidden bounds over the boxes
+        pairs to work on, default all). The hidden bounds are `state` from bounds_refine on these boxes; ReLU
+        MLPs need it (None without), other graphs recompute CROWN's hidden bounds over the boxes when it is None
         (plugins/crown/conjunctions.py).
 
         The combined row sum_r lam_r C_r W_L is formed in float64 like every CROWN row; the domain's widening
         covers its rounding as it does the kernels' (engine.numerics)."""
         view = self._mlp_view(network)
         if view is None:
-            return self._refute_graph(network, lower, upper, C, d, owner, todo)
+            return self._refute_graph(network, lower, upper, C, d, owner, todo, state)
         if state is None:
             return None
         dt = lower.dtype
@@ -203,7 +232,7 @@ class Crown(Domain):
         u = widen(u, u)[1]
         return refuted_combination(u, lam, d.to(dt)), u + lam @ d.to(dt)
 
-    def _refute_graph(self, network, lower, upper, C, d, owner, todo):
+    def _refute_graph(self, network, lower, upper, C, d, owner, todo, state=None):
         """refute_conjunctions on any graph, for disjuncts of two or more rows: CROWN hidden bounds over the boxes,
         then plugins.crown.conjunctions (combined rows with optimised ReLU slopes). Single-row disjuncts are left
         to the bounds already computed (slope optimisation alone cost more than it closed: nn4sys mscn 10.2 s ->
@@ -228,9 +257,15 @@ class Crown(Domain):
         for s in range(0, len(keep), chunk):
             ids = keep[s:s + chunk]
             lo, hi = lower[ids], upper[ids].to(dt)
-            ctx = hidden_bounds(network, rule_for, interval_for, self.ops, lo, hi, concretize_box(lo, hi))
+            names = None if state is None else self._kept(network)
+            if names is None:
+                bounds = hidden_bounds(network, rule_for, interval_for, self.ops, lo, hi, concretize_box(lo, hi)).bounds
+            else:   # bounds_refine's state on these boxes: every value a relaxation reads, and the box itself
+                bounds = unpack_bounds(state[ids].to(dt), network, names)
+                bounds[network.input_name] = (lo.reshape(len(ids), *network.input_shape),
+                                              hi.reshape(len(ids), *network.input_shape))
             with torch.enable_grad():
-                u, lam = optimise_conjunctions_graph(network, ctx.bounds, C.to(dt), d.to(dt), owner, todo[ids],
+                u, lam = optimise_conjunctions_graph(network, bounds, C.to(dt), d.to(dt), owner, todo[ids],
                                                      self.ops, windowed(rule_for))
             u = widen(u, u)[1]
             refuted[ids] = refuted_combination(u, lam, d.to(dt))

@@ -101,9 +101,12 @@ def _chunk(network, B, itemsize):
     return memory.rows_per_chunk(B, width, itemsize)
 
 
-def hidden_bounds(network, rule_for, interval_rule_for, ops, box_lo, box_hi, concretize) -> Ctx:
+def hidden_bounds(network, rule_for, interval_rule_for, ops, box_lo, box_hi, concretize, prior=None) -> Ctx:
     """The Ctx of a CROWN pass with ctx.bounds[name] = (lo, hi) [B, *shape] for every value: intervals, refined
-    by CROWN at the inputs of the ops whose relaxation needs bounds."""
+    by CROWN at the inputs of the ops whose relaxation needs bounds. prior: {name: (lo, hi) [B, *shape]} bounds
+    known to hold over each box (e.g. a parent box's, see kept_bounds), intersected with every value's bounds as
+    it is computed, so later layers start from the tighter of the two (neurons stable by the intersection need no
+    CROWN row)."""
     B, dt, dev = box_lo.shape[0], box_lo.dtype, box_lo.device
     ctx = Ctx(network, B, dt, dev, ops)
     needs = _needs_bounds(network, rule_for)
@@ -119,10 +122,15 @@ def hidden_bounds(network, rule_for, interval_rule_for, ops, box_lo, box_hi, con
                 torch.full((B, *node.shape), inf, dtype=dt, device=dev))
 
     def refine(node, box):
+        if prior is not None and node.name in prior:
+            box = (torch.fmax(box[0], prior[node.name][0]), torch.fmin(box[1], prior[node.name][1]))
         if node.name not in needs or exact_interval(node):
             return box
         ctx.bounds[node.name] = box  # the interval, for rules that read a node's own bounds while it is refined
-        return _refine(network, node, *box, needs[node.name], ctx, rule_for, concretize, chunk)
+        lo, hi = _refine(network, node, *box, needs[node.name], ctx, rule_for, concretize, chunk)
+        if prior is not None and node.name in prior:
+            lo, hi = torch.fmax(lo, prior[node.name][0]), torch.fmin(hi, prior[node.name][1])
+        return lo, hi
 
     def exact_interval(node):
         """ReLU(x) with CROWN bounds [l, u] of every neuron of x (_needs_bounds asks for them when relu(x) needs
@@ -133,6 +141,33 @@ def hidden_bounds(network, rule_for, interval_rule_for, ops, box_lo, box_hi, con
     box = (box_lo.reshape(B, *network.input_shape), box_hi.reshape(B, *network.input_shape))
     forward(network, box, lambda node: interval, on_node=refine, vals=ctx.bounds)
     return ctx
+
+
+def kept_names(network, rule_for) -> list[str]:
+    """The values whose bounds a backward pass reads (the inputs and outputs of ops whose rule needs bounds), in
+    graph order: what a box's CROWN state keeps for its sub-boxes (pack_bounds)."""
+    keep = set()
+    for node in network.nodes:
+        if getattr(rule_for(node), "needs_bounds", False):
+            keep.update(i for i in node.inputs if i != network.input_name)
+            keep.add(node.name)
+    return [n.name for n in network.nodes if n.name in keep]
+
+
+def pack_bounds(bounds, names) -> torch.Tensor:
+    """[B, s]: the lower then upper bounds of the named values, flattened."""
+    B = bounds[names[0]][0].shape[0]
+    return torch.cat([bounds[n][k].reshape(B, -1) for k in (0, 1) for n in names], 1)
+
+
+def unpack_bounds(state, network, names) -> dict:
+    """pack_bounds' inverse: {name: (lo, hi) [B, *shape]}."""
+    B = state.shape[0]
+    shapes = {n.name: n.shape for n in network.nodes}
+    sizes = [math.prod(shapes[n]) for n in names]
+    lo, hi = state.split([sum(sizes)] * 2, 1)
+    lo, hi = lo.split(sizes, 1), hi.split(sizes, 1)
+    return {n: (lo[i].reshape(B, *shapes[n]), hi[i].reshape(B, *shapes[n])) for i, n in enumerate(names)}
 
 
 def output_bounds(network, ctx, rule_for, concretize, C=None):
