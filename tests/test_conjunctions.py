@@ -65,3 +65,40 @@ def test_a_contradictory_conjunction_is_refuted_where_no_single_row_is():
     assert bool(((row_hi + d) >= 0).all()), "each row alone must be open for this test to mean anything"
     refuted, value = crown.refute_conjunctions(net, lo, hi, C, d, torch.tensor([0, 0]), None)
     assert bool(refuted.all()) and bool((value < 0).all())
+
+
+def test_graph_state_is_sound_and_tightens_sub_boxes():
+    """bounds_refine on a graph keeps the boxes' hidden bounds as state; given the parent's state, a sub-box's
+    output bounds stay sound (sampling) and its hidden bounds lie within the parent's (CROWN is not monotone in
+    its hidden bounds, so the output bounds may move either way; the search keeps the smaller upper bound)."""
+    crown = get_registry().domain("crown")
+    C = torch.tensor([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]], dtype=F64)
+    for seed in range(3):
+        module, net = _net(seed)
+        lo, hi = _boxes(5, seed, r=0.6)
+        _, _, state = crown.bounds_refine(net, lo, hi, C)
+        assert state is not None and state.shape[0] == 5
+        mid = (lo + hi) / 2
+        for clo, chi in ((lo, mid), (mid, hi)):          # two sub-boxes of each box
+            s_lo, s_hi, child = crown.bounds_refine(net, clo, chi, C, state)
+            n = state.shape[1] // 2
+            assert bool((child[:, :n] >= state[:, :n]).all()) and bool((child[:, n:] <= state[:, n:]).all())
+            x = clo[:, None] + torch.rand(5, 3000, 3, dtype=F64) * (chi - clo)[:, None]
+            with torch.no_grad():
+                y = module(x.reshape(-1, 3)).reshape(5, 3000, 3) @ C.T
+            assert bool((y >= s_lo[:, None]).all()) and bool((y <= s_hi[:, None]).all())
+
+
+def test_conjunctions_from_the_state_equal_a_fresh_pass():
+    """refute_conjunctions given bounds_refine's state on the same boxes (no prior) reads the same hidden bounds a
+    fresh CROWN pass computes: the same refutations and values."""
+    module, net = _net(7)
+    lo, hi = _boxes(4, 7, r=0.5)
+    crown = get_registry().domain("crown")
+    C = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]], dtype=F64)
+    d = torch.tensor([0.0, -0.1], dtype=F64)
+    _, _, state = crown.bounds_refine(net, lo, hi, C)
+    owner = torch.tensor([0, 0])
+    fresh = crown.refute_conjunctions(net, lo, hi, C, d, owner, None)
+    kept = crown.refute_conjunctions(net, lo, hi, C, d, owner, state)
+    assert torch.equal(fresh[0], kept[0]) and torch.allclose(fresh[1], kept[1], rtol=1e-12, atol=1e-12)
