@@ -36,20 +36,22 @@ def optimise_conjunctions_graph(network, bounds, C, d, owner, todo, ops, rule_fo
     mem = (owner[None, :] == torch.arange(G)[:, None])[pg]                  # [P, m]
     relus = sorted(set(_relu_inputs(network).values()))
 
-    def run(rep, rows, const, alpha):
-        """Upper bounds [D] of rows [D, n_out] . f(x) + const over the boxes pb[rep]."""
-        bnd = {k: (v[0][pb[rep]], v[1][pb[rep]]) for k, v in bounds.items()}
+    def gather(rep):
+        return {k: (v[0][pb[rep]], v[1][pb[rep]]) for k, v in bounds.items()}
+
+    def run(bnd, rows, const, alpha):
+        """Upper bounds [D] of rows [D, n_out] . f(x) + const over the boxes of bnd (gather)."""
         p = _Pass(network, bnd, {}, alpha, {}, ops, rule_for, dt)
         return -p.lower(rows, const, point=False)
 
     with torch.no_grad():   # plain CROWN of every row on each pair's box: the starting point
         rep = torch.arange(P).repeat_interleave(m)
         init = {z: (bounds[z][1] >= -bounds[z][0]).to(dt)[pb[rep]] for z in relus}
-        plain_u = run(rep, C.repeat(P, 1), torch.zeros(P * m, dtype=dt), init).reshape(P, m)
+        plain_u = run(gather(rep), C.repeat(P, 1), torch.zeros(P * m, dtype=dt), init).reshape(P, m)
     alpha = {z: (bounds[z][1] >= -bounds[z][0]).to(dt)[pb].requires_grad_(True) for z in relus}
-    ids = torch.arange(P)
+    pairs = gather(torch.arange(P))   # each pair's box bounds, gathered once for every step
     with torch.enable_grad():
-        best_u, best_lam = search_weights(lambda lam: run(ids, lam @ C, torch.zeros(P, dtype=dt), alpha),
+        best_u, best_lam = search_weights(lambda lam: run(pairs, lam @ C, torch.zeros(P, dtype=dt), alpha),
                                           plain_u, mem, d, list(alpha.values()), iters, lr)
     upper[pb, pg] = best_u
     lam_out[pb, pg] = best_lam
