@@ -1,5 +1,6 @@
 """Input-splitting branch and bound: exact answers on small networks (grid oracle) and on ACAS Xu (truth.csv)."""
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +116,37 @@ def test_bab_many_regions_with_their_own_thresholds(seed):
     x = torch.tensor(res.counterexample["x"], dtype=F64)
     lo, hi = regions[k]
     assert bool(((x >= lo) & (x <= hi)).all()) and recheck(net, spec(risky), x[None]) is not None
+
+
+
+def test_boxes_stay_within_the_aspect_bound_and_cersyve_closes(monkeypatch):
+    """cersyve lane_keep_finetune_con (truth: unsat): with CROWN's hidden bounds carried into sub-boxes, every box
+    the search takes up keeps each input at least 1/(2 MAX_ASPECT) as wide (relative to the root) as its widest
+    (a split goes only to inputs within MAX_ASPECT of the widest). Without that rule re-bounding an unchanged box
+    won the split: inputs were halved to width 0 and the search timed out at depth 59; with it, unsat."""
+    import time
+
+    import nncert.engine.search.bab as bab
+    from nncert.engine.api import load, read_vnnlib
+    root = (shared_dir() or Path("/nonexistent")) / "benchmarks" / "vnncomp2025" / "cersyve"
+    if not root.is_dir():
+        pytest.skip("../shared/benchmarks/vnncomp2025/cersyve not found (set NNCERT_SHARED)")
+    net = load(root / "onnx" / "lane_keep_finetune_con.onnx")
+    spec = read_vnnlib(root / "vnnlib" / "prop_lane_keep.vnnlib", net)
+    box = spec.cases[0].input_set.bounding_box()
+    popped = []
+    take = bab._take
+
+    def spy(entry, index):
+        out = take(entry, index)
+        if isinstance(index, slice) and index.start == 0 and index.stop is not None:
+            popped.append(((out[1] - out[0]) / (box.upper - box.lower)).clone())
+        return out
+
+    monkeypatch.setattr(bab, "_take", spy)
+    reg = get_registry()
+    out = bab.input_split_bab([reg.domain("ibp"), reg.domain("crown")], net, spec, time.perf_counter() + 60,
+                              lambda x: recheck(net, spec, x))
+    assert out.verdict == "unsat" and popped
+    for rel in popped:
+        assert bool((rel.amin(1) >= rel.amax(1) / (2 * bab.MAX_ASPECT)).all())

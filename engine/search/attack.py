@@ -107,6 +107,8 @@ def flip_points(network, case: Case, per_layer: int = 16, steps: int = 50, lr: f
             break
         grads = []
         for i in range(0, len(x), step):
+            if deadline is not None and time.perf_counter() > deadline:   # one chunk of a large CNN takes a while
+                return x.detach()
             xi = x[i:i + step].detach().requires_grad_(True)
             vals = forward(net, xi.reshape(len(xi), *net.input_shape), rule)
             obj, first = 0.0, 0

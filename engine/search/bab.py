@@ -141,8 +141,11 @@ def _children(lo, hi, dims):
 
 
 def _bytes(stack) -> int:
-    """Memory the open boxes hold (bounds, hidden-bound states)."""
-    return sum(t.numel() * t.element_size() for e in stack for t in e if t is not None)
+    """Memory the open boxes hold (bounds, hidden-bound states): every distinct storage once, whole (the rest of
+    a batch is a view that keeps the batch's storage alive)."""
+    seen = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for e in stack for t in e
+            if t is not None}
+    return sum(seen.values())
 
 
 def _cat(entries):

@@ -104,7 +104,7 @@ def _chunk(network, B, itemsize):
 def hidden_bounds(network, rule_for, interval_rule_for, ops, box_lo, box_hi, concretize, prior=None) -> Ctx:
     """The Ctx of a CROWN pass with ctx.bounds[name] = (lo, hi) [B, *shape] for every value: intervals, refined
     by CROWN at the inputs of the ops whose relaxation needs bounds. prior: {name: (lo, hi) [B, *shape]} bounds
-    known to hold over each box (e.g. a parent box's, see kept_bounds), intersected with every value's bounds as
+    known to hold over each box (e.g. a parent box's: kept_names, unpack_bounds), intersected with every value's bounds as
     it is computed, so later layers start from the tighter of the two (neurons stable by the intersection need no
     CROWN row)."""
     B, dt, dev = box_lo.shape[0], box_lo.dtype, box_lo.device
