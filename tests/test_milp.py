@@ -279,6 +279,24 @@ def test_lp_tightened_bounds_are_sound_and_tighter():
         h = np.maximum(z, 0)
 
 
+def test_lp_tightening_stops_after_a_probe_that_gains_nothing():
+    """Bounds that are LP-tight already: the second pass solves at most the probe's LPs per layer (2 per neuron)."""
+    from nncert.engine.search import milp
+    rng = np.random.default_rng(6)
+    net = _mlp((5, 48, 48, 48, 3), 3)
+    layers = mlp_chain(net)
+    lo = rng.uniform(-1, 1, 5)
+    hi = lo + 0.8
+    pre = preactivation_bounds(layers, lo, hi, "crown")
+    tight, _ = milp.tightened_bounds(layers, lo, hi, pre, time.perf_counter() + 60)
+    unstable = [int(((l < 0) & (u > 0)).sum()) for l, u in tight[1:]]
+    assert max(unstable) > milp.TIGHTEN_PROBE     # the probe is a strict part of some layer
+    again, n_lp = milp.tightened_bounds(layers, lo, hi, tight, time.perf_counter() + 60)
+    assert n_lp <= sum(2 * min(k, milp.TIGHTEN_PROBE) for k in unstable)
+    for (l, u), (l2, u2) in zip(tight, again):
+        assert (l2 >= l).all() and (u2 <= u).all()
+
+
 def test_spec_naming_fewer_outputs_and_no_deadline():
     net = _mlp((4, 12, 12, 3), 1)
     layers = mlp_chain(net)
