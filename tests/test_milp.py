@@ -258,15 +258,20 @@ def test_lp_dual_bound_is_an_upper_bound_for_any_multipliers():
             assert lp_dual_bound(c, y, csr_matrix(A), rlo, rhi, clo, chi) >= opt - 1e-12
 
 
-def test_lp_tightened_bounds_are_sound_and_tighter():
+def _lp_tightened(seed, sizes, width):
+    """(layers, lo, hi, CROWN bounds, their LP tightening, LPs solved) of a random MLP on a random box."""
     from nncert.engine.search.milp import tightened_bounds
-    rng = np.random.default_rng(5)
-    net = _mlp((5, 16, 16, 16, 3), 2)
-    layers = mlp_chain(net)
-    lo = rng.uniform(-1, 1, 5)
-    hi = lo + 0.6
+    rng = np.random.default_rng(seed)
+    layers = mlp_chain(_mlp(sizes, seed - 3))
+    lo = rng.uniform(-1, 1, sizes[0])
+    hi = lo + width
     pre = preactivation_bounds(layers, lo, hi, "crown")
-    tight, n_lp = tightened_bounds(layers, lo, hi, pre, time.perf_counter() + 30)
+    return (layers, lo, hi, pre, *tightened_bounds(layers, lo, hi, pre, time.perf_counter() + 60))
+
+
+def test_lp_tightened_bounds_are_sound_and_tighter():
+    layers, lo, hi, pre, tight, n_lp = _lp_tightened(5, (5, 16, 16, 16, 3), 0.6)
+    rng = np.random.default_rng(0)
     assert n_lp > 0
     width = sum(float((u - l).sum()) for l, u in pre)
     assert sum(float((u - l).sum()) for l, u in tight) < width
@@ -282,13 +287,7 @@ def test_lp_tightened_bounds_are_sound_and_tighter():
 def test_lp_tightening_stops_after_a_probe_that_gains_nothing():
     """Bounds that are LP-tight already: the second pass solves at most the probe's LPs per layer (2 per neuron)."""
     from nncert.engine.search import milp
-    rng = np.random.default_rng(6)
-    net = _mlp((5, 48, 48, 48, 3), 3)
-    layers = mlp_chain(net)
-    lo = rng.uniform(-1, 1, 5)
-    hi = lo + 0.8
-    pre = preactivation_bounds(layers, lo, hi, "crown")
-    tight, _ = milp.tightened_bounds(layers, lo, hi, pre, time.perf_counter() + 60)
+    layers, lo, hi, _, tight, _ = _lp_tightened(6, (5, 48, 48, 48, 3), 0.8)
     unstable = [int(((l < 0) & (u > 0)).sum()) for l, u in tight[1:]]
     assert max(unstable) > milp.TIGHTEN_PROBE     # the probe is a strict part of some layer
     again, n_lp = milp.tightened_bounds(layers, lo, hi, tight, time.perf_counter() + 60)
