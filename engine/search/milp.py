@@ -291,7 +291,7 @@ def tighten_layer(enc, W, b, l, u, deadline, threads=1):
     n = len(clo)
     solved = 0
     for i, j in enumerate(todo):
-        if i == len(probe) < len(todo) and float((u - l)[probe].sum()) > (1 - TIGHTEN_MIN_GAIN) * probe_width:
+        if i == len(probe) and float((u - l)[probe].sum()) > (1 - TIGHTEN_MIN_GAIN) * probe_width:
             return l, u, solved
         for sign in (1.0, -1.0):               # maximise sign * z_j
             left = deadline - time.perf_counter()
