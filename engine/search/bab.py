@@ -37,7 +37,7 @@ from ..progress import report
 from ..spec import Spec
 
 SB_DIMS = 8        # inputs tried per split (strong branching)
-MAX_ASPECT = 2 ** 10  # an input is split only while at least 1/MAX_ASPECT as wide (relative) as the box's widest
+MAX_ASPECT = 2 ** 10  # an input is split only while at least 1/MAX_ASPECT as wide (relative) as the widest tried
 
 
 @dataclass
@@ -203,7 +203,7 @@ def bab_cases(domains, net, cases, deadline: float, recheck, batch: int = 1024, 
         out.boxes += B * k * 2
         score = c_slack.reshape(B, k, 2).clamp(min=0).sum(2)                       # closed children count 0
         rel = ((hi - lo) / root_width).gather(1, dims)                              # relative width of each input
-        # inputs far narrower than the box's widest are not split: re-bounding a box with its parent's hidden
+        # inputs far narrower than the widest candidate are not split: re-bounding a box with its parent's hidden
         # bounds tightens it a little even when the split changes nothing (a zero-width input), which would win
         score = torch.where(rel < rel.amax(1, keepdim=True) * MAX_ASPECT ** -1, float("inf"), score)
         tie = score <= score.amin(1, keepdim=True) * (1 + 1e-9)

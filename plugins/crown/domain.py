@@ -254,10 +254,10 @@ class Crown(Domain):
         # pair, and the starting pass has one pair per row: boxes go in chunks that fit the budget
         values = network.n_inputs + sum(math.prod(n.shape) for n in network.nodes)
         chunk = max(1, memory.budget() // (16 * lower.element_size() * values * (C.shape[0] + 1)))
+        names = None if state is None else self._kept(network)
         for s in range(0, len(keep), chunk):
             ids = keep[s:s + chunk]
             lo, hi = lower[ids], upper[ids].to(dt)
-            names = None if state is None else self._kept(network)
             if names is None:
                 bounds = hidden_bounds(network, rule_for, interval_for, self.ops, lo, hi, concretize_box(lo, hi)).bounds
             else:   # bounds_refine's state on these boxes: every value a relaxation reads, and the box itself
