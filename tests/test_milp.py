@@ -154,12 +154,14 @@ def test_joint_milp_over_disjuncts_agrees_with_exact_enumeration(seed):
         djs = [Disjunct(C, np.full(len(C), (1e-3 if k == reach else -1e-3) - o))
                for k, (C, o) in enumerate(zip(Cs, opts))]
         spec = Spec([Case(Box(lo, hi), djs)], 4, 3)
-        verdict, cex, st = milp_verify(net, spec, time.perf_counter() + 20, attack=False, relu_bab=False)
-        assert verdict == ("unsat" if reach is None else "sat"), (reach, st)
-        joint += bool(st["milps"]) and st["regions"][0]["disjuncts"] > 1
-        if verdict == "sat":
-            y = net.to(torch.float32)(torch.tensor(cex["x"])[None].float()).double()[0].numpy()
-            assert float((Cs[reach] @ y + djs[reach].d.numpy()).min()) >= 0
+        for tighten in (True, False):      # without tightening (and its LP refutations) more reach the MILP
+            verdict, cex, st = milp_verify(net, spec, time.perf_counter() + 20, attack=False, relu_bab=False,
+                                           tighten=tighten)
+            assert verdict == ("unsat" if reach is None else "sat"), (reach, st)
+            joint += bool(st["milps"]) and st["regions"][0]["disjuncts"] > 1
+            if verdict == "sat":
+                y = net.to(torch.float32)(torch.tensor(cex["x"])[None].float()).double()[0].numpy()
+                assert float((Cs[reach] @ y + djs[reach].d.numpy()).min()) >= 0
     assert joint, "no MILP over several disjuncts ran"
 
 
@@ -278,6 +280,50 @@ def test_lp_tightened_bounds_are_sound_and_tighter():
     x = lo + rng.uniform(size=(20000, 5)) * (hi - lo)
     x = np.r_[x, lo + rng.integers(0, 2, size=(32, 5)) * (hi - lo)]
     h = x
+    for (W, b), (l, u) in zip(layers, tight):
+        z = h @ W.T + b
+        assert (z >= l).all() and (z <= u).all()
+        h = np.maximum(z, 0)
+
+
+def test_ideal_cuts_hold_at_every_network_point():
+    """Cuts separated at random fractional points of the encoding never cut off a point the network reaches
+    (sampled inputs and box corners, with their exact activations)."""
+    from scipy.sparse import csr_matrix
+    from nncert.engine.search.milp import _Encoding
+    rng = np.random.default_rng(3)
+    layers = mlp_chain(_mlp((4, 12, 12, 12, 3), 4))
+    lo = rng.uniform(-1, 1, 4)
+    hi = lo + 1.0
+    pre = preactivation_bounds(layers, lo, hi, "crown")
+    enc = _Encoding.build(layers, lo, hi, pre)
+    clo, chi = np.array(enc.col_lo), np.array(enc.col_hi)
+    cuts = [c for _ in range(50) for c in enc.ideal_cuts(clo + rng.uniform(size=len(clo)) * (chi - clo), 0.0)]
+    assert len(cuts) > 100
+    C = csr_matrix((np.concatenate([v for _, v, _ in cuts]), np.concatenate([i for i, _, _ in cuts]),
+                    np.r_[0, np.cumsum([len(i) for i, _, _ in cuts])]), shape=(len(cuts), len(clo)))
+    ub = np.array([u for _, _, u in cuts])
+    xs = np.r_[lo + rng.uniform(size=(3000, 4)) * (hi - lo),
+               lo + np.array(list(itertools.product((0, 1), repeat=4))) * (hi - lo)]
+    V = np.array([enc.assignment(layers, pre, x)[0] for x in xs])
+    assert (C @ V.T <= ub[:, None]).all()
+
+
+def test_ideal_cuts_tighten_lp_bounds_soundly():
+    """The cut rounds narrow the LP bounds beyond plain LPs, and the bounds still hold at sampled points."""
+    from nncert.engine.search import milp
+    layers, lo, hi, pre, tight, _ = _lp_tightened(6, (5, 48, 48, 48, 3), 0.8)
+    rounds = milp.CUT_ROUNDS
+    try:
+        milp.CUT_ROUNDS = 0
+        plain, _ = milp.tightened_bounds(layers, lo, hi, pre, time.perf_counter() + 60)
+    finally:
+        milp.CUT_ROUNDS = rounds
+    width = [float((u - l).sum()) for l, u in tight[1:]]
+    assert all(w <= p + 1e-9 for w, p in zip(width, (float((u - l).sum()) for l, u in plain[1:])))
+    assert sum(width) < 0.95 * sum(float((u - l).sum()) for l, u in plain[1:])
+    rng = np.random.default_rng(1)
+    h = lo + rng.uniform(size=(20000, 5)) * (hi - lo)
     for (W, b), (l, u) in zip(layers, tight):
         z = h @ W.T + b
         assert (z >= l).all() and (z <= u).all()
