@@ -398,7 +398,7 @@ def tighten_layer(enc, W, b, l, u, deadline, threads=1):
             if best is None:
                 return l, u, solved
             solved += 1
-            best += sign * b[j]
+            best += sign * b[j] + 1e-9 * (1.0 + abs(b[j]))   # the float64 rounding of this sum
             if sign > 0:
                 u[j] = min(u[j], best)
             else:
@@ -413,7 +413,8 @@ def _lp_refutes(lp, A, c, deadline):
     maximum below 0 (_CutLP), so the disjunct is empty."""
     for r in range(A.shape[0]):
         best = lp.maximise(lp.hidden_objective(A[r]), deadline)
-        if best is not None and best + float(c[r]) < 0:
+        # the slack covers the float64 rounding of this sum
+        if best is not None and best + float(c[r]) + 1e-9 * (1.0 + abs(float(c[r]))) < 0:
             return True
     return False
 
