@@ -161,7 +161,7 @@ def verify_shared(model, spec, domain: str = "auto", timeout: float | None = Non
     budget below that ends in `timeout`, late by the start-up); without a timeout the whole search gets
     DEFAULT_BAB_SECONDS."""
     from .counterexample import recheck
-    from .instance import BUDGET_SHARE, load_instance
+    from .instance import load_instance, work_seconds
     from .search.partition import split_spec
     from .verify import BAB_MAX_INPUTS, DEFAULT_BAB_SECONDS, free_inputs
     t0 = time.perf_counter() if started is None else started
@@ -170,7 +170,7 @@ def verify_shared(model, spec, domain: str = "auto", timeout: float | None = Non
     width = slots(ray, n)
     pieces = split_spec(sp, PIECES_PER_SLOT * width) if free_inputs(sp) <= BAB_MAX_INPUTS else [sp]
     budget = DEFAULT_BAB_SECONDS if timeout is None else timeout
-    end = t0 + BUDGET_SHARE * budget
+    end = t0 + work_seconds(budget)
     task = ray.remote(num_cpus=1, max_retries=1)(_verify_piece)
     net_ref = ray.put(net)
     until = time.time() + (end - time.perf_counter())

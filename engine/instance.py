@@ -8,8 +8,14 @@ from pathlib import Path
 
 from .errors import BadInput
 
-# share of a time budget given to verify(): the rest covers loading, reporting and the stop of the last stage
-BUDGET_SHARE = 0.95
+# the part of a time budget kept back from the work for reporting and the stop of the last stage: 5%, at most
+# MAX_RESERVE seconds (a worker is killed 0.5 s past the budget anyway, so a late stage costs its verdict only)
+RESERVE_SHARE, MAX_RESERVE = 0.05, 5.0
+
+
+def work_seconds(timeout: float) -> float:
+    """Seconds of a `timeout` budget that the work itself may use (the rest is the reserve above)."""
+    return timeout - min(RESERVE_SHARE * timeout, MAX_RESERVE)
 
 
 def load_model(path):
@@ -37,7 +43,7 @@ def verify_instance(model, spec, domain: str = "auto", timeout: float | None = N
     from .verify import verify
     t0 = time.perf_counter() if started is None else started
     net, sp = load_instance(model, spec, network)
-    budget = None if timeout is None else max(0.0, BUDGET_SHARE * timeout - (time.perf_counter() - t0))
+    budget = None if timeout is None else max(0.0, work_seconds(timeout) - (time.perf_counter() - t0))
     return verify(net, sp, domain=domain, timeout=budget)
 
 

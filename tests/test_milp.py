@@ -286,6 +286,31 @@ def test_lp_tightened_bounds_are_sound_and_tighter():
         h = np.maximum(z, 0)
 
 
+def test_encoding_holds_at_every_network_point():
+    """Every row and column bound of the encoding holds (to 1e-9) at the columns' values of sampled inputs and box
+    corners: the pre-activation columns, the ReLU rows and the binaries agree with the real network."""
+    from nncert.engine.search.milp import _Encoding
+    rng = np.random.default_rng(5)
+    layers = mlp_chain(_mlp((4, 12, 12, 12, 3), 5))
+    lo = rng.uniform(-1, 1, 4)
+    hi = lo + 1.0
+    pre = preactivation_bounds(layers, lo, hi, "crown")
+    enc = _Encoding.build(layers, lo, hi, pre)
+    assert enc.n_binary > 10
+    A, rlo, rhi, clo, chi = enc.matrix()
+    xs = np.r_[lo + rng.uniform(size=(2000, 4)) * (hi - lo),
+               lo + np.array(list(itertools.product((0, 1), repeat=4))) * (hi - lo)]
+    for x in xs:
+        v, h = enc.assignment(layers, pre, x)
+        r = A @ v
+        assert (r >= rlo - 1e-9).all() and (r <= rhi + 1e-9).all()
+        assert (v >= clo - 1e-9).all() and (v <= chi + 1e-9).all()
+        z = x
+        for W, b in layers[:-1]:
+            z = np.maximum(W @ z + b, 0)
+        assert np.allclose(h, z)
+
+
 def test_ideal_cuts_hold_at_every_network_point():
     """Cuts separated at random fractional points of the encoding never cut off a point the network reaches
     (sampled inputs and box corners, with their exact activations)."""
