@@ -286,20 +286,26 @@ def test_lp_tightened_bounds_are_sound_and_tighter():
         h = np.maximum(z, 0)
 
 
-def test_encoding_holds_at_every_network_point():
-    """Every row and column bound of the encoding holds (to 1e-9) at the columns' values of sampled inputs and box
-    corners: the pre-activation columns, the ReLU rows and the binaries agree with the real network."""
+def _encoded_points(seed, net_seed, n):
+    """A 3-hidden-layer MLP's encoding over a unit box (CROWN bounds) and n sampled inputs plus the box corners:
+    (layers, pre, enc, xs)."""
     from nncert.engine.search.milp import _Encoding
-    rng = np.random.default_rng(5)
-    layers = mlp_chain(_mlp((4, 12, 12, 12, 3), 5))
+    rng = np.random.default_rng(seed)
+    layers = mlp_chain(_mlp((4, 12, 12, 12, 3), net_seed))
     lo = rng.uniform(-1, 1, 4)
     hi = lo + 1.0
     pre = preactivation_bounds(layers, lo, hi, "crown")
-    enc = _Encoding.build(layers, lo, hi, pre)
+    xs = np.r_[lo + rng.uniform(size=(n, 4)) * (hi - lo),
+               lo + np.array(list(itertools.product((0, 1), repeat=4))) * (hi - lo)]
+    return layers, pre, _Encoding.build(layers, lo, hi, pre), xs
+
+
+def test_encoding_holds_at_every_network_point():
+    """Every row and column bound of the encoding holds (to 1e-9) at the columns' values of sampled inputs and box
+    corners: the pre-activation columns, the ReLU rows and the binaries agree with the real network."""
+    layers, pre, enc, xs = _encoded_points(5, 5, 2000)
     assert enc.n_binary > 10
     A, rlo, rhi, clo, chi = enc.matrix()
-    xs = np.r_[lo + rng.uniform(size=(2000, 4)) * (hi - lo),
-               lo + np.array(list(itertools.product((0, 1), repeat=4))) * (hi - lo)]
     for x in xs:
         v, h = enc.assignment(layers, pre, x)
         r = A @ v
@@ -315,21 +321,14 @@ def test_ideal_cuts_hold_at_every_network_point():
     """Cuts separated at random fractional points of the encoding never cut off a point the network reaches
     (sampled inputs and box corners, with their exact activations)."""
     from scipy.sparse import csr_matrix
-    from nncert.engine.search.milp import _Encoding
+    layers, pre, enc, xs = _encoded_points(3, 4, 3000)
     rng = np.random.default_rng(3)
-    layers = mlp_chain(_mlp((4, 12, 12, 12, 3), 4))
-    lo = rng.uniform(-1, 1, 4)
-    hi = lo + 1.0
-    pre = preactivation_bounds(layers, lo, hi, "crown")
-    enc = _Encoding.build(layers, lo, hi, pre)
     clo, chi = np.array(enc.col_lo), np.array(enc.col_hi)
     cuts = [c for _ in range(50) for c in enc.ideal_cuts(clo + rng.uniform(size=len(clo)) * (chi - clo), 0.0)]
     assert len(cuts) > 100
     C = csr_matrix((np.concatenate([v for _, v, _ in cuts]), np.concatenate([i for i, _, _ in cuts]),
                     np.r_[0, np.cumsum([len(i) for i, _, _ in cuts])]), shape=(len(cuts), len(clo)))
     ub = np.array([u for _, _, u in cuts])
-    xs = np.r_[lo + rng.uniform(size=(3000, 4)) * (hi - lo),
-               lo + np.array(list(itertools.product((0, 1), repeat=4))) * (hi - lo)]
     V = np.array([enc.assignment(layers, pre, x)[0] for x in xs])
     assert (C @ V.T <= ub[:, None]).all()
 
