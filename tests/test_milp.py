@@ -91,10 +91,7 @@ def _case(rng, net, width):
 
 @pytest.mark.parametrize("relu_bab", [True, False], ids=["relu-bab", "milp-only"])
 @pytest.mark.parametrize("seed", range(12))
-def test_verdict_agrees_with_exact_enumeration(seed, relu_bab, monkeypatch):
-    from nncert.engine.search import milp
-    if seed % 3 == 0:   # these rows are short: encode the pre-activations as columns anyway (both encodings)
-        monkeypatch.setattr(milp, "Z_COLUMN_MIN_INPUTS", 0)
+def test_verdict_agrees_with_exact_enumeration(seed, relu_bab):
     rng = np.random.default_rng(seed)
     net = _mlp((4, 12, 12, 3), seed)
     layers = mlp_chain(net)
@@ -138,12 +135,9 @@ def test_two_disjuncts_unsat_only_when_both_refuted():
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_joint_milp_over_disjuncts_agrees_with_exact_enumeration(seed, monkeypatch):
+def test_joint_milp_over_disjuncts_agrees_with_exact_enumeration(seed):
     """One MILP for all open disjuncts (choice binaries): unsat only when every disjunct's exact maximum is
     below 0, sat (with a counterexample in that disjunct's set) when any one of them reaches it."""
-    from nncert.engine.search import milp
-    if seed % 2:        # pre-activation columns (Z_COLUMN_MIN_INPUTS) on these short rows too
-        monkeypatch.setattr(milp, "Z_COLUMN_MIN_INPUTS", 0)
     rng = np.random.default_rng(100 + seed)
     net = _mlp((4, 12, 12, 3), seed)
     layers = mlp_chain(net)
@@ -306,14 +300,11 @@ def _encoded_points(seed, net_seed, n):
     return layers, pre, _Encoding.build(layers, lo, hi, pre), xs
 
 
-@pytest.mark.parametrize("z_min", [0, 1000], ids=["pre-activation-columns", "two-rows"])
-def test_encoding_holds_at_every_network_point(z_min, monkeypatch):
+def test_encoding_holds_at_every_network_point():
     """Every row and column bound of the encoding holds (to 1e-9) at the columns' values of sampled inputs and box
     corners: the pre-activation columns, the ReLU rows and the binaries agree with the real network."""
-    from nncert.engine.search import milp
-    monkeypatch.setattr(milp, "Z_COLUMN_MIN_INPUTS", z_min)
     layers, pre, enc, xs = _encoded_points(5, 5, 2000)
-    assert enc.n_binary > 10 and (len(enc.z_cols) == enc.n_binary) == (z_min == 0)
+    assert enc.n_binary > 10
     A, rlo, rhi, clo, chi = enc.matrix()
     for x in xs:
         v, h = enc.assignment(layers, pre, x)

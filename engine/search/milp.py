@@ -6,9 +6,8 @@ the standard big-M form): for a pre-activation z = W h + b with sound bounds l <
   stable active  (l >= 0): a = z                      (linear, no binary)
   stable inactive(u <= 0): a = 0                      (dropped)
   unstable      (l < 0 < u): 0 <= a <= u, a >= z, a <= z - l (1 - delta), a <= u delta, delta in {0, 1},
-                           with z a column of its own (l <= z <= u, z = W h + b) when the row is long, so it is
-                           written once, not in two rows (mnist_fc 256x4: 96k -> 57k nonzeros, LP tightening 23%
-                           faster).
+                           with z a column of its own (l <= z <= u, z = W h + b): its dense row is written once,
+                           not in two rows (mnist_fc 256x4: 96k -> 57k nonzeros, LP tightening 23% faster).
 The open disjuncts {C y + d >= 0} of a case share one MILP: maximise t subject to t <= C_r y + d_r for the rows r
 of one disjunct, chosen by binaries (_solve_disjuncts). The unsafe set meets some disjunct iff that maximum is >= 0.
 Before the MILP, the bounds l, u of layers 2.. are tightened by LPs over this encoding, strengthened with cuts of
@@ -42,10 +41,6 @@ from ..mlp import mlp_chain
 from ..progress import report
 
 MARGIN_REL = 1e-5          # see module docstring
-# an unstable neuron whose row reads more than this many columns gets its pre-activation as a column (see the
-# module docstring); with short rows the extra column and row cost more than they save (VNN-COMP sat_relu, 9-12
-# inputs per neuron: its MILPs took 1.5-2.3x as long with them)
-Z_COLUMN_MIN_INPUTS = 32
 MIN_SOLVE_SECONDS = 0.05   # do not start HiGHS with less time than this
 ATTACK_FRACTION = 0.1      # share of the budget for the PGD attack (attack=True)
 TIGHTEN_FRACTION = 0.4     # share of the time left for LP tightening of intermediate bounds
@@ -177,7 +172,6 @@ class _Encoding:
         self.n_in = len(lo)
         self.h_cols = np.arange(self.n_in)     # columns of the current hidden vector (-1: constant 0)
         self.layer_cols = []
-        self.z_cols = {}        # column of an unstable neuron's pre-activation, by its activation's column
         self.relus = []     # per layer with unstable neurons: what ideal_cuts separates (see there)
 
     @classmethod
@@ -210,14 +204,10 @@ class _Encoding:
                 continue
             dlt = self._col(0.0, 1.0, integer=True)
             unstable.append((j, a, dlt))
-            if len(idx) > Z_COLUMN_MIN_INPUTS:
-                z = self.z_cols[a] = self._col(l[j], u[j])   # the pre-activation once: its row is not repeated
-                self._row(b[j], b[j], np.r_[z, idx], np.r_[1.0, -val])                  # z = w h + b
-                self._row(0.0, np.inf, np.r_[a, z], np.r_[1.0, -1.0])                   # a >= z
-                self._row(-np.inf, -l[j], np.r_[a, z, dlt], np.r_[1.0, -1.0, -l[j]])    # a <= z - l (1 - d)
-            else:
-                self._row(b[j], np.inf, np.r_[a, idx], np.r_[1.0, -val])                    # a >= w h + b
-                self._row(-np.inf, b[j] - l[j], np.r_[a, idx, dlt], np.r_[1.0, -val, -l[j]])  # a <= z - l (1 - d)
+            z = self._col(l[j], u[j])       # the pre-activation once, so its dense row is not repeated
+            self._row(b[j], b[j], np.r_[z, idx], np.r_[1.0, -val])                  # z = w h + b
+            self._row(0.0, np.inf, np.r_[a, z], np.r_[1.0, -1.0])                   # a >= z
+            self._row(-np.inf, -l[j], np.r_[a, z, dlt], np.r_[1.0, -1.0, -l[j]])    # a <= z - l (1 - d)
             self._row(-np.inf, 0.0, np.r_[a, dlt], np.r_[1.0, -u[j]])               # a <= u d
         if unstable:
             rows, a, dlt = (np.array(v) for v in zip(*unstable))
@@ -312,8 +302,7 @@ class _Encoding:
                 vals[cols[j]] = h[j]
                 if l[j] < 0:
                     vals[cols[j] + 1] = 1.0 if z[j] > 0 else 0.0
-                    if cols[j] in self.z_cols:
-                        vals[self.z_cols[cols[j]]] = z[j]
+                    vals[cols[j] + 2] = z[j]
         return vals, h
 
 
